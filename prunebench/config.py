@@ -1,0 +1,57 @@
+"""Deployment settings, read from PRUNEBENCH_* environment variables (pydantic-settings).
+
+Shared by the API and the workers; every field is documented in README's configuration table.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PRUNEBENCH_", extra="ignore")
+
+    redis_url: str = Field("redis://localhost:6379/0", description="Redis holding jobs, results and the queue.")
+    redis_prefix: str = Field("prunebench", description="Prefix of every Redis key prunebench writes.")
+    queue_name: str = Field("prunebench", description="rq queue the API enqueues to and workers consume.")
+    models_dir: Path | None = Field(None, description="Mounted checkpoints, addressed by file name.")
+    datasets: Path | None = Field(None, description="Dataset catalog file (YAML or JSON).")
+    store_dir: Path = Field(Path("var/store"), description="Uploads, results and artifacts.")
+    builtin_assets: bool = Field(True, description="Offer the bundled demo checkpoint and dataset.")
+
+    max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest checkpoint upload accepted.")
+    max_body_bytes: int = Field(64 * 1024, description="Largest JSON request body accepted.")
+    job_timeout_s: int = Field(6 * 3600, description="A job running longer than this is stopped and failed.")
+    job_retries: int = Field(2, description="Retries of a job whose worker died (not of deterministic failures).")
+
+    api_keys: str | None = Field(None, description="Comma-separated owner:key pairs; 'admin' owner sees all.")
+    auth_disabled: bool = Field(False, description="Run without API keys (local use only).")
+    cors_origins: str = Field("", description="Comma-separated origins allowed to call the API from a browser.")
+
+    callback_hosts: str = Field("", description="Comma-separated host names allowed as callback_url targets.")
+    webhook_secret: str | None = Field(None, description="HMAC-SHA256 secret that signs callbacks.")
+
+    worker_name: str | None = Field(None, description="rq worker name; defaults to host:pid.")
+    log_json: bool = Field(True, description="Structured JSON log lines on stderr.")
+    log_level: str = "INFO"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.store_dir / "checkpoints"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.store_dir / "artifacts"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.store_dir / "results"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

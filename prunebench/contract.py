@@ -1,0 +1,262 @@
+"""The job contract: request and result schemas shared by the API and the workers.
+
+This module is imported by both sides, so it must stay free of torch and of any
+service or worker internals. Field names here are part of the public HTTP API.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_SPARSITIES = 32
+"""Upper bound on sweep points in one job: each point is a full evaluation pass."""
+
+PruneMethod = Literal["l1_unstructured", "global_magnitude", "channel"]
+PRUNE_METHODS: tuple[str, ...] = ("l1_unstructured", "global_magnitude", "channel")
+
+Sparsity = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class EvalSettings(BaseModel):
+    """How each sparsity point is evaluated. Defaults are upstream YOLOv5 val.py's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    img_size: int = Field(640, ge=32, le=4096, description="Long side of the network input, pixels.")
+    batch_size: int = Field(32, ge=1, le=512)
+    conf_thres: float = Field(0.001, ge=0.0, le=1.0, allow_inf_nan=False)
+    iou_thres: float = Field(0.6, ge=0.0, le=1.0, allow_inf_nan=False)
+    max_det: int = Field(300, ge=1, le=30000)
+    half: bool = Field(True, description="fp16 inference; only applies on CUDA, ignored on CPU.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d{1,2})$")
+    max_images: int | None = Field(None, ge=1, description="Evaluate only the first N images (null = all).")
+
+
+class JobRequest(EvalSettings):
+    """Body of POST /v1/jobs. Exactly one of `sparsity` and `sparsities` is given."""
+
+    checkpoint: str = Field(..., min_length=1, max_length=200, description="Checkpoint id (sha256) or name.")
+    dataset: str = Field(..., min_length=1, max_length=200, description="Dataset name from GET /v1/datasets.")
+    sparsity: Sparsity | None = None
+    sparsities: list[Sparsity] | None = Field(None, min_length=1, max_length=MAX_SPARSITIES)
+    method: PruneMethod = "l1_unstructured"
+    exclude: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Module-name patterns (fnmatch) of Conv2d layers to leave unpruned, e.g. 'model.24.*'.",
+    )
+    include_dense: bool = Field(True, description="Evaluate the dense baseline (sparsity 0) once per job.")
+    save_models: bool = Field(False, description="Keep each pruned model as a downloadable artifact.")
+    use_cache: bool = Field(True, description="Return a stored result for an identical earlier request.")
+    callback_url: str | None = Field(None, max_length=2000)
+
+    @field_validator("checkpoint", "dataset")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # Clients name things; they never send file-system paths.
+        if "/" in value or "\\" in value or value in (".", "..") or "\x00" in value:
+            raise ValueError("must be a plain name or id, not a path")
+        return value
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude_patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            if not pattern or len(pattern) > 200:
+                raise ValueError("exclude patterns must be 1-200 characters")
+        return patterns
+
+    @model_validator(mode="after")
+    def _one_sparsity_form(self) -> Self:
+        if (self.sparsity is None) == (self.sparsities is None):
+            raise ValueError("give exactly one of 'sparsity' or 'sparsities'")
+        return self
+
+    def sweep(self) -> list[float]:
+        """The sparsity points this job evaluates, in order, dense baseline first when asked."""
+        requested = [self.sparsity] if self.sparsity is not None else list(self.sparsities or [])
+        points = sorted(set(requested))
+        if self.include_dense and 0.0 not in points:
+            points.insert(0, 0.0)
+        return points
+
+    def eval_settings(self) -> EvalSettings:
+        return EvalSettings.model_validate(self.model_dump(include=set(EvalSettings.model_fields)))
+
+
+class Progress(BaseModel):
+    stage: str = "queued"
+    """queued | loading | decoding | pruning | evaluating | scoring | saving | done"""
+    run_index: int = 0
+    runs_total: int = 0
+    sparsity: float | None = None
+    images_done: int = 0
+    images_total: int = 0
+    percent: float = 0.0
+    message: str | None = None
+
+
+class Attempt(BaseModel):
+    number: int
+    worker: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    outcome: str | None = None
+    error: str | None = None
+
+
+class JobResource(BaseModel):
+    id: str
+    status: JobStatus
+    owner: str | None = None
+    request: JobRequest
+    progress: Progress = Field(default_factory=Progress)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    worker: str | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    result_url: str | None = None
+    cached: bool = False
+    deliveries: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class CheckpointInfo(BaseModel):
+    id: str = Field(..., description="sha256 hex digest of the file's bytes.")
+    name: str
+    size_bytes: int
+    format: str
+    """yolov5-pickle | state-dict | prunebench"""
+    num_classes: int
+    class_names: list[str]
+    source: Literal["upload", "models_dir", "builtin"] = "upload"
+    arch: str | None = None
+    stride: list[float] | None = None
+    created_at: datetime | None = None
+    owner: str | None = None
+
+
+class DatasetInfo(BaseModel):
+    name: str
+    images: int
+    annotations: int
+    categories: list[dict[str, Any]]
+    is_coco: bool = Field(False, description="Uses the COCO 80-to-91 category id map.")
+    builtin: bool = False
+
+
+class Metrics(BaseModel):
+    """The 12 pycocotools COCOeval stats plus upstream-style P and R."""
+
+    map: float
+    map50: float
+    map75: float
+    map_small: float
+    map_medium: float
+    map_large: float
+    ar1: float
+    ar10: float
+    ar100: float
+    ar_small: float
+    ar_medium: float
+    ar_large: float
+    precision: float
+    recall: float
+    upstream_map50: float | None = Field(None, description="mAP@.5 from upstream's own AP code (not pycocotools).")
+    upstream_map: float | None = Field(None, description="mAP@.5:.95 from upstream's own AP code.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _finite(cls, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("metrics must be finite")
+        return value
+
+
+class SpeedMs(BaseModel):
+    """Milliseconds per image, averaged over the evaluated images at the job's batch size."""
+
+    preprocess: float
+    inference: float
+    nms: float
+    total: float
+
+
+class LayerReport(BaseModel):
+    name: str
+    shape: list[int]
+    params: int
+    zeros: int
+    sparsity: float
+    pruned: bool
+
+
+class RunDeltas(BaseModel):
+    """This run against the job's dense baseline."""
+
+    map: float
+    map50: float
+    speed_ratio: float = Field(..., description="dense total ms/image divided by this run's (>1 = faster).")
+    size_ratio: float = Field(..., description="this run's size on disk divided by the dense model's.")
+    params_ratio: float
+    gflops_ratio: float
+
+
+class RunResult(BaseModel):
+    sparsity_target: float
+    sparsity: float = Field(..., description="Achieved fraction of zeros in the prunable Conv2d weights.")
+    global_sparsity: float = Field(..., description="Zeros over all parameters, as upstream prints it.")
+    params: int
+    nonzero_params: int
+    gflops: float
+    size_bytes: int | None = Field(None, description="Size on disk of the saved (pruned) model.")
+    metrics: Metrics
+    speed_ms_per_image: SpeedMs
+    images_per_second: float
+    images: int
+    instances: int
+    seconds: float
+    batch_size_used: int | None = Field(None, description="Smaller than requested after an OOM back-off.")
+    oom_backoffs: int = 0
+    layers: list[LayerReport] = Field(default_factory=list)
+    deltas: RunDeltas | None = None
+    model_artifact: str | None = Field(None, description="Download path of the pruned model, if saved.")
+
+
+class Environment(BaseModel):
+    device: str
+    device_name: str
+    torch: str
+    cuda: str | None
+    worker: str
+    prunebench: str
+
+
+class JobResult(BaseModel):
+    job_id: str
+    checkpoint: CheckpointInfo
+    dataset: DatasetInfo
+    settings: dict[str, Any]
+    environment: Environment
+    runs: list[RunResult]
+    cached: bool = False
+    cache_key: str | None = None
+    created_at: datetime | None = None
