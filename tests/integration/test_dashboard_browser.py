@@ -1,0 +1,297 @@
+"""The web dashboard, driven in headless Chromium against a real running stack.
+
+Submits the demo sweep through the form, watches it finish, and checks the charts, tables and the
+authenticated result download. Chromium comes from the system packages (installed here with apt when
+absent and we are root); nothing is downloaded from the internet. Skips only when no Chromium can be had.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.stack import ROOT, Stack, start_stack
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+ARTIFACTS = ROOT / "test-artifacts"
+SWEEP = "0,0.2,0.3"
+JOB_TIMEOUT_S = 600
+
+
+def _which_chromium() -> tuple[str | None, str | None]:
+    browser = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    driver = shutil.which("chromedriver")
+    return browser, driver
+
+
+def _ensure_chromium() -> tuple[str, str]:
+    browser, driver = _which_chromium()
+    if (browser is None or driver is None) and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        cmd = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
+        if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
+            subprocess.run(cmd, env=env, capture_output=True, timeout=900)
+        browser, driver = _which_chromium()
+    if browser is None or driver is None:
+        pytest.skip("Chromium and chromedriver are not installed and could not be installed")
+    return browser, driver
+
+
+def _selenium() -> Any:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "selenium"], capture_output=True, timeout=600
+        )
+    return pytest.importorskip("selenium.webdriver")
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    with start_stack() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    chromium, chromedriver = _ensure_chromium()
+    webdriver = _selenium()
+    from selenium.webdriver.chrome.service import Service
+
+    downloads = tmp_path_factory.mktemp("downloads")
+    profile = tempfile.mkdtemp(prefix="pb-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1440,1000",
+    ):
+        options.add_argument(flag)
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager fetch drivers
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    driver.downloads = downloads
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # stale elements while the page re-renders
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+def _testid(driver: Any, testid: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+
+
+def _set_key(driver: Any, key: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    if not driver.find_element(By.ID, "settings").is_displayed():
+        driver.find_element(By.ID, "settings-toggle").click()
+    field = driver.find_element(By.ID, "api-key")
+    field.clear()
+    field.send_keys(key)
+    _testid(driver, "save-key")[0].click()
+
+
+def _js_errors(driver: Any) -> list[str]:
+    return [
+        e["message"]
+        for e in driver.get_log("browser")
+        if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]
+    ]
+
+
+def _screenshot(driver: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    driver.save_screenshot(str(path))
+    return path
+
+
+def test_root_redirects_to_dashboard_with_strict_csp(stack: Stack) -> None:
+    response = httpx.get(f"{stack.url}/", follow_redirects=True)
+    assert response.status_code == 200
+    assert str(response.url).endswith("/ui/")
+    assert "text/html" in response.headers["content-type"]
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "http" not in csp
+    for name in ("app.js", "api.js", "charts.js", "style.css"):
+        asset = httpx.get(f"{stack.url}/ui/{name}")
+        assert asset.status_code == 200, name
+        # No external resources: the hosts have no internet.
+        assert "https://" not in asset.text and "http://" not in asset.text.replace("http://www.w3.org/2000/svg", "")
+    assert httpx.get(f"{stack.url}/ui/..%2Fdashboard.py").status_code == 404
+
+
+def test_missing_key_shows_problem(stack: Stack, browser: Any) -> None:
+    if httpx.get(f"{stack.url}/v1/jobs").status_code != 401:
+        pytest.skip("this stack runs without authentication")
+    browser.get(f"{stack.url}/ui/#/jobs")
+    browser.execute_script("sessionStorage.clear(); location.reload();")
+    box = _wait(lambda: next((e for e in _testid(browser, "error") if e.is_displayed()), None), 20, "problem box")
+    assert "401" in box.text
+
+
+def test_submit_sweep_and_watch_it_complete(stack: Stack, browser: Any) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(f"{stack.url}/ui/")
+    _set_key(browser, stack.api_key)
+    browser.get_log("browser")  # drop what happened before the key was set
+
+    browser.get(f"{stack.url}/ui/#/submit")
+    browser.refresh()
+    checkpoint = _wait(lambda: _testid(browser, "checkpoint-select")[0], 20, "submit form")
+    _wait(
+        lambda: any(o.get_attribute("data-name") == "yolov5n_shapes.pt" for o in Select(checkpoint).options),
+        30,
+        "the builtin checkpoint in the list",
+    )
+    option = next(o for o in Select(checkpoint).options if o.get_attribute("data-name") == "yolov5n_shapes.pt")
+    Select(checkpoint).select_by_value(option.get_attribute("value"))
+    dataset = _testid(browser, "dataset-select")[0]
+    _wait(lambda: any(o.get_attribute("value") == "shapes-val" for o in Select(dataset).options), 20, "datasets")
+    Select(dataset).select_by_value("shapes-val")
+    for testid, value in (("sparsities-input", SWEEP), ("img-size-input", "256"), ("max-images-input", "24")):
+        field = _testid(browser, testid)[0]
+        field.clear()
+        field.send_keys(value)
+    _testid(browser, "use-cache")[0].click()  # a fresh evaluation, not a cached answer
+    _screenshot(browser, "dashboard-submit.png")
+    _testid(browser, "submit-job")[0].click()
+
+    _wait(lambda: "#/jobs/" in browser.current_url, 30, "the job page")
+    job_id = browser.current_url.split("#/jobs/")[1].split("?")[0]
+    status = _wait(
+        lambda: (
+            (s := _testid(browser, "job-status")[0].get_attribute("data-status")) in ("succeeded", "failed", "canceled")
+            and s
+        ),
+        JOB_TIMEOUT_S,
+        "the job to finish",
+        interval=1.0,
+    )
+    if status != "succeeded":
+        _screenshot(browser, "dashboard-failed.png")
+    assert status == "succeeded", f"job {job_id} ended {status}"
+
+    points = _wait(lambda: (p := _testid(browser, "map-point")) and len(p) == 3 and p, 30, "3 mAP points")
+    assert sorted(float(p.get_attribute("data-x")) for p in points) == [0.0, 0.2, 0.3]
+    assert all(0.0 <= float(p.get_attribute("data-y")) <= 1.0 for p in points)
+    assert len(_testid(browser, "map50-point")) == 3
+    assert len(_testid(browser, "latency-point")) == 3
+    assert len(_testid(browser, "run-row")) == 3
+    assert _testid(browser, "layer-bar"), "per-layer sparsity chart is empty"
+    env = _testid(browser, "environment")[0].text
+    assert "torch" in env
+
+    # The result JSON download goes through fetch with the bearer key.
+    _testid(browser, "download-result")[0].click()
+    saved = _wait(
+        lambda: next((p for p in browser.downloads.glob("*.json") if p.stat().st_size > 0), None), 30, "download"
+    )
+    downloaded = json.loads(saved.read_text())
+    assert downloaded["job_id"] == job_id and len(downloaded["runs"]) == 3
+
+    browser.execute_script("window.scrollTo(0, 0)")
+    time.sleep(0.5)
+    shot = _screenshot(browser, "dashboard-job.png")
+    if os.environ.get("PRUNEBENCH_UPDATE_SCREENSHOT") == "1":
+        (ROOT / "docs").mkdir(exist_ok=True)
+        shutil.copyfile(shot, ROOT / "docs" / "dashboard.png")
+
+    # The jobs list shows it as succeeded, with nothing left to cancel.
+    browser.get(f"{stack.url}/ui/#/jobs")
+    row = _wait(
+        lambda: next((r for r in _testid(browser, "job-row") if r.get_attribute("data-job-id") == job_id), None),
+        20,
+        "the job in the list",
+    )
+    assert row.get_attribute("data-status") == "succeeded"
+    _screenshot(browser, "dashboard-jobs.png")
+    assert _js_errors(browser) == []
+
+
+def test_cancel_from_the_jobs_list(stack: Stack, browser: Any) -> None:
+    body = {"checkpoint": "yolov5n_shapes.pt", "dataset": "shapes-val", "sparsities": [0.1, 0.3, 0.5, 0.7, 0.9]}
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    response = httpx.post(f"{stack.url}/v1/jobs", json={**body, "use_cache": False}, headers=headers)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+
+    browser.get(f"{stack.url}/ui/")
+    _set_key(browser, stack.api_key)
+    browser.get(f"{stack.url}/ui/#/jobs")
+
+    def cancel_button() -> Any:
+        for row in _testid(browser, "job-row"):
+            if row.get_attribute("data-job-id") == job_id:
+                buttons = row.find_elements("css selector", '[data-testid="cancel-job"]')
+                return buttons[0] if buttons else None
+        return None
+
+    with contextlib.suppress(Exception):
+        _wait(cancel_button, 20, "the cancel button").click()
+    final = _wait(
+        lambda: (
+            (s := httpx.get(f"{stack.url}/v1/jobs/{job_id}", headers=headers).json()["status"])
+            in ("canceled", "succeeded", "failed")
+            and s
+        ),
+        120,
+        "the job to stop",
+        interval=0.5,
+    )
+    assert final == "canceled"
+    _wait(
+        lambda: any(
+            r.get_attribute("data-job-id") == job_id and r.get_attribute("data-status") == "canceled"
+            for r in _testid(browser, "job-row")
+        ),
+        10,
+        "the list to show the cancellation",
+    )

@@ -1,0 +1,86 @@
+"""Checkpoint lookup: builtin, mounted (models_dir) and uploaded files; refusal of paths and escapes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from prunebench.checkpoint_store import (
+    BUILTIN_CHECKPOINT,
+    CheckpointError,
+    CheckpointStore,
+    UnknownCheckpoint,
+    file_sha256,
+)
+from prunebench.config import Settings
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copy(BUILTIN_CHECKPOINT, root / "yolov5n-copy.pt")
+    (root / "notes.txt").write_text("not a checkpoint")
+    (root / "broken.pt").write_bytes(b"garbage")
+    return root
+
+
+@pytest.fixture
+def store(tmp_path: Path, models_dir: Path) -> CheckpointStore:
+    return CheckpointStore(Settings(store_dir=tmp_path / "store", models_dir=models_dir))
+
+
+def test_builtin_and_mounted_checkpoints_are_listed(store: CheckpointStore) -> None:
+    infos = {i.name: i for i in store.list()}
+    assert set(infos) == {"yolov5n-copy.pt", "yolov5n_shapes.pt"}  # broken.pt and notes.txt are skipped
+    assert infos["yolov5n-copy.pt"].source == "models_dir" and infos["yolov5n_shapes.pt"].source == "builtin"
+    assert infos["yolov5n-copy.pt"].id == infos["yolov5n_shapes.pt"].id == file_sha256(BUILTIN_CHECKPOINT)
+
+
+def test_resolve_by_name_and_id(store: CheckpointStore, models_dir: Path) -> None:
+    info, path = store.resolve("yolov5n-copy.pt")
+    assert path == (models_dir / "yolov5n-copy.pt").resolve()
+    by_id, _ = store.resolve(info.id)
+    assert by_id.id == info.id
+    with pytest.raises(UnknownCheckpoint):
+        store.resolve("missing.pt")
+    with pytest.raises(UnknownCheckpoint, match="broken"):
+        store.resolve("broken.pt")
+
+
+@pytest.mark.parametrize("ref", ["../models/yolov5n-copy.pt", "/etc/passwd", "a\\b.pt", ".hidden.pt", "", "x\x00.pt"])
+def test_path_like_references_are_refused(store: CheckpointStore, ref: str) -> None:
+    with pytest.raises(UnknownCheckpoint):
+        store.resolve(ref)
+
+
+def test_symlinks_escaping_models_dir_are_ignored(store: CheckpointStore, models_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.pt"
+    shutil.copy(BUILTIN_CHECKPOINT, outside)
+    (models_dir / "escape.pt").symlink_to(outside)
+    (models_dir / "inside.pt").symlink_to(models_dir / "yolov5n-copy.pt")
+    with pytest.raises(UnknownCheckpoint):
+        store.resolve("escape.pt")
+    assert "escape.pt" not in {i.name for i in store.list()}
+
+
+def test_upload_commit_and_refusal(store: CheckpointStore) -> None:
+    tmp = store.incoming_dir() / "upload.part"
+    shutil.copy(BUILTIN_CHECKPOINT, tmp)
+    sha = file_sha256(tmp)
+    info, created = store.add_upload(tmp, sha, "mine.pt", "local")
+    assert created and info.source == "upload" and info.owner == "local" and not tmp.exists()
+    assert store.resolve(sha)[1] == store.upload_path(sha)
+    assert store.resolve("mine.pt")[0].id == sha
+
+    shutil.copy(BUILTIN_CHECKPOINT, tmp)
+    again, created = store.add_upload(tmp, sha, "other.pt", "local")
+    assert not created and again.name == "mine.pt" and not tmp.exists()
+
+    tmp.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CheckpointError):
+        store.add_upload(tmp, "0" * 64, "bad.pt", "local")
+    assert not tmp.exists() and not store.upload_path("0" * 64).exists()
+    assert sorted(p.name for p in store.uploads_dir.iterdir()) == sorted([".incoming", f"{sha}.pt", f"{sha}.json"])

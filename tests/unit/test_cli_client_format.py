@@ -1,0 +1,171 @@
+"""format_result_table and the client commands' argument handling (no server needed)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from prunebench.cli_client import add_client_commands, format_jobs_table, format_result_table, parse_sparsities
+from prunebench.client import ClientError
+from prunebench.contract import JobResult
+
+
+def _run(target: float, map_: float, map50: float, total_ms: float, size: int, dense_map: float = 0.5) -> dict:
+    return {
+        "sparsity_target": target,
+        "sparsity": target * 0.98,
+        "global_sparsity": target * 0.9,
+        "params": 1_872_157,
+        "nonzero_params": round(1_872_157 * (1 - target)),
+        "gflops": 4.5,
+        "size_bytes": size,
+        "metrics": {
+            **dict.fromkeys(
+                ("map75", "map_small", "map_medium", "map_large", "ar1", "ar10", "ar100", "ar_small", "ar_medium"),
+                0.1,
+            ),
+            "ar_large": 0.1,
+            "precision": 0.8,
+            "recall": 0.7,
+            "map": map_,
+            "map50": map50,
+        },
+        "speed_ms_per_image": {"preprocess": 0.2, "inference": total_ms - 0.5, "nms": 0.3, "total": total_ms},
+        "images_per_second": 1000 / total_ms,
+        "images": 64,
+        "instances": 150,
+        "seconds": 2.0,
+        "deltas": None
+        if target == 0
+        else {
+            "map": map_ - dense_map,
+            "map50": map50 - 0.8,
+            "speed_ratio": 1.0,
+            "size_ratio": 0.9,
+            "params_ratio": 1.0,
+            "gflops_ratio": 1.0,
+        },
+    }
+
+
+RESULT = JobResult.model_validate(
+    {
+        "job_id": "job123",
+        "checkpoint": {
+            "id": "a" * 64,
+            "name": "yolov5n_shapes.pt",
+            "size_bytes": 3_900_000,
+            "format": "prunebench",
+            "num_classes": 3,
+            "class_names": ["circle", "square", "triangle"],
+            "source": "builtin",
+        },
+        "dataset": {"name": "shapes-val", "images": 64, "annotations": 150, "categories": []},
+        "settings": {"method": "l1_unstructured"},
+        "environment": {
+            "device": "cuda:0",
+            "device_name": "NVIDIA H100",
+            "torch": "2.14.1",
+            "cuda": "12.8",
+            "worker": "w1",
+            "prunebench": "0.1.0",
+        },
+        "runs": [
+            _run(0.0, 0.5, 0.8, 2.5, 3_900_000),
+            _run(0.3, 0.4812, 0.79, 2.4, 3_600_000),
+            _run(0.5, 0.3001, 0.6, 2.4, 3_400_000),
+        ],
+    }
+).model_dump(mode="json")
+
+
+def test_table_has_one_row_per_run_with_deltas() -> None:
+    text = format_result_table(RESULT)
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("sparsity"))
+    assert lines[header].split() == [
+        "sparsity",
+        "achieved",
+        "mAP",
+        "mAP50",
+        "Δ",
+        "mAP",
+        "ms/img",
+        "img/s",
+        "params",
+        "size",
+    ]
+    rows = [line.split() for line in lines[header + 2 :]]
+    assert [r[0] for r in rows] == ["0.00", "0.30", "0.50"]
+    assert rows[1][2] == "0.4812" and rows[1][4] == "-0.0188"
+    assert rows[2][4] == "-0.1999"
+    assert rows[0][4] == "+0.0000"  # dense against itself
+    assert rows[0][5] == "2.50"
+    assert "MB" in lines[header + 2]
+    assert "job job123" in text and "NVIDIA H100" in text and "CUDA 12.8" in text
+
+
+def test_columns_are_aligned() -> None:
+    lines = format_result_table(RESULT).splitlines()
+    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("sparsity"))
+    table = lines[header:]
+    rule = table[1]
+    assert set(rule) <= {"-", " "}
+    assert all(len(line) <= len(rule) for line in table)
+
+
+def test_missing_fields_render_as_dashes() -> None:
+    text = format_result_table({"runs": [{"sparsity_target": 0.2, "metrics": {"map": 0.1}}]})
+    row = text.splitlines()[-1].split()
+    assert row[0] == "0.20" and row[2] == "0.1000" and "-" in row
+
+
+def test_jobs_table_lists_sparsities() -> None:
+    jobs = [
+        {
+            "id": "abc",
+            "status": "running",
+            "progress": {"percent": 42.4},
+            "request": {"checkpoint": "c.pt", "dataset": "d", "method": "channel", "sparsities": [0.0, 0.25]},
+            "created_at": "2026-01-01T10:00:00Z",
+        }
+    ]
+    text = format_jobs_table(jobs)
+    assert "0,0.25" in text and "42%" in text and "running" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "values"), [("0,0.3,0.5", [0.0, 0.3, 0.5]), ("0.2", [0.2]), (" 0.1, 0.2 ", [0.1, 0.2])]
+)
+def test_parse_sparsities(text: str, values: list[float]) -> None:
+    assert parse_sparsities(text) == values
+
+
+@pytest.mark.parametrize("text", ["", "1", "1.5", "-0.1", "a,b", "nan"])
+def test_parse_sparsities_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_sparsities(text)
+
+
+def test_commands_register_with_json_flags() -> None:
+    parser = argparse.ArgumentParser(prog="prunebench")
+    add_client_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        ["submit", "--checkpoint", "c", "--dataset", "d", "--sparsities", "0,0.5", "--wait", "--json"]
+    )
+    assert args.sparsities == [0.0, 0.5] and args.wait and args.json and callable(args.func)
+    for command in (
+        ["status", "x"],
+        ["result", "x"],
+        ["cancel", "x"],
+        ["upload", "f.pt"],
+        ["jobs", "--status", "failed"],
+    ):
+        assert parser.parse_args([*command, "--json"]).json
+
+
+def test_client_error_message_uses_problem_detail() -> None:
+    error = ClientError(404, "Not Found", "no job 'x'", {"type": "about:blank"})
+    assert str(error) == "404 Not Found: no job 'x'"
+    assert ClientError(0, "cannot reach the prunebench API", "http://h: refused").message.startswith("cannot reach")
