@@ -126,9 +126,13 @@ def _to_input(pixels: list[np.ndarray], device: torch.device, half: bool) -> tor
     return batch / 255
 
 
+EVAL_SHARE = 0.9
+"""Share of one sweep point's progress spent evaluating; scoring and saving take the rest."""
+
+
 def _report(reporter: Reporter, base: Progress, done: int, total: int) -> None:
     runs = max(base.runs_total, 1)
-    percent = 100.0 * (base.run_index + done / max(total, 1)) / runs
+    percent = 100.0 * (base.run_index + EVAL_SHARE * done / max(total, 1)) / runs
     reporter.progress(
         base.model_copy(update={"stage": "evaluating", "images_done": done, "images_total": total, "percent": percent})
     )

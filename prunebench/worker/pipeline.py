@@ -38,7 +38,7 @@ from prunebench.worker import artifacts, measure, pruning
 from prunebench.worker.checkpoints import LoadedModel, load_model
 from prunebench.worker.data import DecodedDataset, decode_dataset, grid_stride
 from prunebench.worker.device import environment, resolve_device, use_half
-from prunebench.worker.evaluate import EvalConfig, EvalOutput, evaluate
+from prunebench.worker.evaluate import EVAL_SHARE, EvalConfig, EvalOutput, evaluate
 from prunebench.worker.reporting import JobCanceled, NullReporter, Reporter
 from prunebench.worker.scoring import coco_ground_truth, score
 
@@ -78,9 +78,14 @@ class _Measured:
 # Progress
 
 
+# Share of one run's progress reached when scoring starts; pruning and saving start the run at 0.
+STAGE_SHARE = {"scoring": EVAL_SHARE}
+
+
 def _progress(job: _Job | None, stage: str, run_index: int = 0, runs_total: int = 0, **extra: Any) -> Progress:
     sparsity = job.points[run_index] if job is not None and run_index < len(job.points) else None
-    percent = 100.0 * run_index / runs_total if runs_total else 0.0
+    within_run = STAGE_SHARE.get(stage, 0.0)
+    percent = 100.0 * (run_index + within_run) / runs_total if runs_total else 0.0
     fields: dict[str, Any] = {"percent": percent, "sparsity": sparsity}
     fields.update(extra)
     return Progress(stage=stage, run_index=run_index, runs_total=runs_total, **fields)

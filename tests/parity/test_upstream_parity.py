@@ -90,10 +90,12 @@ def test_pruning_reaches_upstream_sparsity(result: JobResult, sparsity: float) -
 class _Recorder:
     def __init__(self, stop_at_stage: str | None = None) -> None:
         self.stages: list[str] = []
+        self.percents: list[float] = []
         self.stop_at_stage = stop_at_stage
 
     def progress(self, progress) -> None:
         self.stages.append(progress.stage)
+        self.percents.append(progress.percent)
 
     def should_stop(self) -> bool:
         return self.stop_at_stage is not None and self.stop_at_stage in self.stages
@@ -125,6 +127,8 @@ def test_pipeline_saves_artifacts_and_reports_stages(tmp_path: Path) -> None:
     for stage in ("loading", "decoding", "pruning", "saving", "evaluating", "scoring", "done"):
         assert stage in reporter.stages
     assert reporter.stages[-1] == "done"
+    assert reporter.percents == sorted(reporter.percents), "progress must never move backwards"
+    assert reporter.percents[-1] == 100.0
 
 
 def test_pipeline_cancels_between_stages() -> None:
