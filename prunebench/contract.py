@@ -7,6 +7,7 @@ service or worker internals. Field names here are part of the public HTTP API.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -20,6 +21,8 @@ PruneMethod = Literal["l1_unstructured", "global_magnitude", "channel"]
 PRUNE_METHODS: tuple[str, ...] = ("l1_unstructured", "global_magnitude", "channel")
 
 Sparsity = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
+EXCLUDE_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,200}$")
+"""A module-name pattern: names like `model.24.m.0` plus fnmatch's `*`, `?` and `[...]`."""
 
 
 class JobStatus(StrEnum):
@@ -79,8 +82,8 @@ class JobRequest(EvalSettings):
     @classmethod
     def _exclude_patterns(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
-            if not pattern or len(pattern) > 200:
-                raise ValueError("exclude patterns must be 1-200 characters")
+            if not EXCLUDE_PATTERN.match(pattern):
+                raise ValueError(f"exclude pattern {pattern!r} is not a module-name pattern like 'model.24.*'")
         return patterns
 
     @model_validator(mode="after")

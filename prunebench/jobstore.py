@@ -145,6 +145,7 @@ class JobStore:
             worker=fields.get("worker") or None,
             attempts=[Attempt.model_validate(a) for a in json.loads(fields.get("attempts") or "[]")],
             result_url=f"/v1/jobs/{job_id}/result" if status == JobStatus.SUCCEEDED else None,
+            cached=fields.get("cached") == "1",
         )
 
     def get(self, job_id: str) -> JobResource:
@@ -316,7 +317,8 @@ class JobStore:
                 "status": JobStatus.SUCCEEDED.value,
                 "finished_at": utcnow().isoformat(),
                 "progress": progress.model_dump_json(),
-                "attempts": self._close_attempt(job, "succeeded"),
+                "attempts": self._close_attempt(job, "cached" if result.cached else "succeeded"),
+                "cached": "1" if result.cached else "0",
             }
 
         job = self._transition(

@@ -21,6 +21,7 @@ from prunebench.checkpoint_store import CheckpointStore, UnknownCheckpoint
 from prunebench.config import Settings, get_settings
 from prunebench.contract import JobResult, JobStatus, Progress
 from prunebench.jobstore import JobNotFound, JobStore, TransitionRefused, connect
+from prunebench.result_cache import ResultCache, cache_key, cacheable
 from prunebench.worker.reporting import JobCanceled
 
 log = logging.getLogger("prunebench.worker")
@@ -88,6 +89,15 @@ def _publish_artifacts(job_id: str, result: JobResult) -> None:
             run.model_artifact = f"/v1/jobs/{job_id}/runs/{k}/model"
 
 
+def _cached_result(store: JobStore, cache: ResultCache, key: str, job_id: str) -> JobResult | None:
+    """The stored result of an identical earlier job, re-issued under this job's id."""
+    source = cache.lookup(key)
+    earlier = store.get_result(source) if source else None
+    if earlier is None:
+        return None
+    return earlier.model_copy(update={"job_id": job_id, "cached": True, "cache_key": key})
+
+
 def run_job(job_id: str, settings: Settings | None = None) -> str:
     """Run one job to a terminal status; returns that status (rq stores it as the rq job's result)."""
     settings = settings or get_settings()
@@ -119,10 +129,20 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
         dataset = resolve_dataset(
             load_catalog(settings.datasets, include_builtin=settings.builtin_assets), job.request.dataset
         )
+        cache = ResultCache(store.redis, settings.redis_prefix)
+        key = cache_key(job.request, info.id, dataset)
+        cached = _cached_result(store, cache, key, job_id) if cacheable(job.request) else None
+        if cached is not None:
+            store.finish_succeeded(job_id, cached)
+            log.info("job %s: succeeded from the cache", job_id)
+            return JobStatus.SUCCEEDED.value
         artifacts = Path(settings.artifacts_dir) / job_id
         result = run_pipeline(job.request, job_id, info, path, dataset, RedisReporter(store, job_id), artifacts)
+        result.cache_key = key
         _publish_artifacts(job_id, result)
         store.finish_succeeded(job_id, result)
+        if not job.request.save_models:
+            cache.remember(key, job_id)
         log.info("job %s: succeeded", job_id)
         return JobStatus.SUCCEEDED.value
     except JobCanceled:

@@ -54,6 +54,9 @@ def test_sweep_is_sorted_and_deduplicated() -> None:
         {"sparsity": 0.1, "img_size": 0},
         {"sparsity": 0.1, "device": "tpu"},
         {"sparsity": 0.1, "exclude": [""]},
+        {"sparsity": 0.1, "exclude": ["model.0 ; rm -rf /"]},
+        {"sparsity": 0.1, "exclude": ["x" * 201]},
+        {"sparsity": 0.1, "exclude": "model.0"},
     ],
 )
 def test_invalid_requests_are_rejected(fields: dict[str, object]) -> None:
@@ -75,6 +78,10 @@ def test_any_valid_sweep_is_sorted_unique_and_starts_dense(points: list[float]) 
     assert sweep == sorted(set(sweep))
     assert sweep[0] == 0.0
     assert set(points) <= set(sweep)
+
+
+def test_exclude_takes_module_name_patterns() -> None:
+    assert request(sparsity=0.1, exclude=["model.24.*", "model.0", "model.[12].cv?"]).exclude[0] == "model.24.*"
 
 
 def test_eval_settings_carry_only_evaluation_fields() -> None:
