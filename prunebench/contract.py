@@ -229,7 +229,7 @@ class RunResult(BaseModel):
     global_sparsity: float = Field(..., description="Zeros over all parameters, as upstream prints it.")
     params: int
     nonzero_params: int
-    gflops: float
+    gflops: float = Field(..., description="GFLOPs of one 640x640 image (upstream's convention), any img_size.")
     size_bytes: int | None = Field(None, description="Size on disk of the saved (pruned) model.")
     metrics: Metrics
     speed_ms_per_image: SpeedMs

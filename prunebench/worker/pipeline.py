@@ -78,6 +78,8 @@ class _Measured:
 # Progress
 
 
+GFLOPS_IMG_SIZE = 640
+
 # Share of one run's progress reached when scoring starts; pruning and saving start the run at 0.
 STAGE_SHARE = {"scoring": EVAL_SHARE}
 
@@ -162,14 +164,15 @@ def _prune(job: _Job, sparsity: float) -> tuple[nn.Module, list[str], float]:
     return outcome.model, list(outcome.pruned_layers), float(outcome.achieved)
 
 
-def _measure(model: nn.Module, pruned: list[str], achieved: float, img_size: int) -> _Measured:
+def _measure(model: nn.Module, pruned: list[str], achieved: float) -> _Measured:
     params, nonzero = measure.count_params(model)
     return _Measured(
         sparsity=achieved,
         global_sparsity=measure.global_sparsity(model),
         params=params,
         nonzero=nonzero,
-        gflops=measure.gflops(model, img_size),
+        # At 640x640 whatever the job's img_size: the convention of upstream's summary and published tables.
+        gflops=measure.gflops(model, GFLOPS_IMG_SIZE),
         layers=measure.layer_report(model, set(pruned)),
     )
 
@@ -229,7 +232,7 @@ def _run_point(job: _Job, run_index: int) -> RunResult:
     sparsity = job.points[run_index]
     job.reporter.progress(_progress(job, "pruning", run_index, len(job.points)))
     model, pruned, achieved = _prune(job, sparsity)
-    measured = _measure(model, pruned, achieved, job.request.img_size)
+    measured = _measure(model, pruned, achieved)
     size_bytes, artifact = _model_size(job, model, run_index)
     _check_stop(job.reporter)
 

@@ -54,6 +54,14 @@ def test_sweep_shape(result: JobResult) -> None:
         assert run.batch_size_used == 32 and run.oom_backoffs == 0
 
 
+def test_model_summary_matches_upstream(result: JobResult) -> None:
+    """Upstream prints the fused model's params and its GFLOPs at 640 px, whatever --img was."""
+    summary = REFERENCE["runs"]["0.0"]["summary"]
+    for run in result.runs:
+        assert run.params == summary["params"]
+        assert round(run.gflops, 1) == summary["gflops"]
+
+
 @pytest.mark.parametrize("sparsity", [0.0, 0.2, 0.3])
 def test_pycocotools_metrics_match_upstream(result: JobResult, sparsity: float) -> None:
     expected = REFERENCE["runs"][str(sparsity)]["metrics"]
