@@ -88,9 +88,7 @@ class DatasetSpec:
             return list(COCO80_TO_91)
         ids = self.category_ids
         if num_classes < len(ids):
-            raise CatalogError(
-                f"model has {num_classes} classes but dataset {self.name!r} has {len(ids)} categories"
-            )
+            raise CatalogError(f"model has {num_classes} classes but dataset {self.name!r} has {len(ids)} categories")
         return ids + [-1] * (num_classes - len(ids))
 
     def uses_coco_map(self, num_classes: int) -> bool:

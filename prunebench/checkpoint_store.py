@@ -9,7 +9,10 @@ Three sources, looked up in this order:
 - uploads: `store_dir/checkpoints/<sha256>.pt` with `<sha256>.json` (its CheckpointInfo) beside it.
   The JSON is written last, so a checkpoint without one is an interrupted upload and is ignored.
 
-Ids are the sha256 of the file's bytes, so the same bytes uploaded twice are one checkpoint.
+Ids are the sha256 of the file's bytes, so the same bytes uploaded twice are one checkpoint. Each
+uploader becomes one of its owners (`<sha256>.owners/<sha256 of owner name>`, one empty file per owner:
+creating a file is atomic, so concurrent uploads of the same bytes never lose an owner). Mounted and
+builtin checkpoints have no owner and are visible to every caller.
 Names never reach the file system unchecked: path-like names are refused, and a models_dir entry
 whose real path (after symlinks) leaves models_dir is treated as absent.
 """
@@ -20,6 +23,7 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,6 +169,27 @@ class CheckpointStore:
                 infos.append(info)
         return infos
 
+    def _owners_dir(self, sha: str) -> Path:
+        return self.uploads_dir / f"{sha}.owners"
+
+    @staticmethod
+    def _owner_file(owner: str) -> str:
+        # Hashed: owner names come from configuration and could hold any character.
+        return hashlib.sha256(owner.encode("utf-8")).hexdigest()
+
+    def add_owner(self, sha: str, owner: str) -> None:
+        folder = self._owners_dir(sha)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / self._owner_file(owner)).touch()
+
+    def is_owner(self, info: CheckpointInfo, principal: str) -> bool:
+        """Whether `principal` uploaded these bytes (any of its uploads counts)."""
+        if info.source != "upload":
+            return False
+        if info.owner == principal:
+            return True
+        return (self._owners_dir(info.id) / self._owner_file(principal)).is_file()
+
     def incoming_dir(self) -> Path:
         path = self.uploads_dir / INCOMING
         path.mkdir(parents=True, exist_ok=True)
@@ -179,12 +204,16 @@ class CheckpointStore:
         try:
             existing = self._uploaded(sha)
             if existing is not None:
+                if owner is not None:
+                    self.add_owner(sha, owner)
                 return existing, False
             size = tmp.stat().st_size
             meta = inspect_checkpoint(tmp)
             info = info_from_meta(meta, sha=sha, name=name, size=size, source="upload", owner=owner)
             info.created_at = utcnow()
             os.replace(tmp, self.upload_path(sha))
+            if owner is not None:
+                self.add_owner(sha, owner)  # before the metadata that makes the upload visible
             write_atomic(self._upload_meta_path(sha), info.model_dump_json(indent=1).encode())
             return info, True
         finally:
@@ -203,8 +232,12 @@ class CheckpointStore:
         infos.extend(self._uploads())
         return infos
 
-    def resolve(self, ref: str) -> tuple[CheckpointInfo, Path]:
-        """The checkpoint called `ref` (sha256 id or file name) and its path; raises UnknownCheckpoint."""
+    def resolve(self, ref: str, visible: Callable[[CheckpointInfo], bool] | None = None) -> tuple[CheckpointInfo, Path]:
+        """The checkpoint called `ref` (sha256 id or file name) and its path; raises UnknownCheckpoint.
+
+        `visible` narrows the lookup of uploads by name to those the caller may see, so one owner's
+        `det.pt` never shadows another's.
+        """
         if not is_plain_name(ref):
             raise UnknownCheckpoint(ref, "checkpoint references are ids or plain file names, not paths")
         if SHA256_HEX.match(ref):
@@ -231,7 +264,7 @@ class CheckpointStore:
             except CheckpointError as exc:
                 raise UnknownCheckpoint(ref, f"checkpoint {ref!r} is not usable: {exc}") from exc
         # Uploads by their original file name: the newest one wins.
-        named = [info for info in self._uploads() if info.name == ref]
+        named = [info for info in self._uploads() if info.name == ref and (visible is None or visible(info))]
         if named:
             newest = max(named, key=lambda i: i.created_at.timestamp() if i.created_at else 0.0)
             return newest, self.upload_path(newest.id)

@@ -44,13 +44,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from prunebench.config import get_settings
+    from prunebench.logging_setup import configure_logging
 
+    configure_logging(get_settings())
     uvicorn.run(
         "prunebench.service.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         log_level=get_settings().log_level.lower(),
+        log_config=None,  # keep configure_logging's one handler: uvicorn's lines as JSON too
         # Let in-flight requests finish on SIGTERM, but not forever.
         timeout_graceful_shutdown=10,
     )

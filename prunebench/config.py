@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +28,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, description="Largest JSON request body accepted.")
     job_timeout_s: int = Field(6 * 3600, description="A job running longer than this is stopped and failed.")
     job_retries: int = Field(2, description="Retries of a job whose worker died (not of deterministic failures).")
+    heartbeat_s: int = Field(5, ge=1, description="How often a busy worker heart-beats (rq job_monitoring_interval).")
+    abandoned_after_s: float = Field(
+        30.0, gt=0, description="A running job whose worker has not heart-beaten this long is requeued."
+    )
+    reaper_interval_s: float = Field(2.0, gt=0, description="How often each worker looks for abandoned jobs.")
+    idempotency_ttl_s: int = Field(24 * 3600, ge=1, description="How long an Idempotency-Key is remembered.")
 
     api_keys: str | None = Field(None, description="Comma-separated owner:key pairs; 'admin' owner sees all.")
     auth_disabled: bool = Field(False, description="Run without API keys (local use only).")
@@ -34,10 +41,21 @@ class Settings(BaseSettings):
 
     callback_hosts: str = Field("", description="Comma-separated host names allowed as callback_url targets.")
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 secret that signs callbacks.")
+    webhook_attempts: int = Field(6, ge=1, le=20, description="Delivery attempts per callback before giving up.")
+    webhook_backoff_s: float = Field(2.0, gt=0, description="First retry delay; doubles after each failed attempt.")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Timeout of one callback POST.")
 
     worker_name: str | None = Field(None, description="rq worker name; defaults to host:pid.")
     log_json: bool = Field(True, description="Structured JSON log lines on stderr.")
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _heartbeats_fit(self) -> Self:
+        # A worker must get to heart-beat at least twice before its silence means death, or live
+        # workers would have their jobs taken away and run twice.
+        if self.abandoned_after_s < 2 * self.heartbeat_s:
+            raise ValueError("PRUNEBENCH_ABANDONED_AFTER_S must be at least twice PRUNEBENCH_HEARTBEAT_S")
+        return self
 
     @property
     def uploads_dir(self) -> Path:

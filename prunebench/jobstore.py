@@ -32,6 +32,7 @@ from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
+from prunebench import job_events
 from prunebench.config import Settings
 from prunebench.contract import Attempt, JobRequest, JobResource, JobResult, JobStatus, Progress
 
@@ -145,6 +146,7 @@ class JobStore:
             worker=fields.get("worker") or None,
             attempts=[Attempt.model_validate(a) for a in json.loads(fields.get("attempts") or "[]")],
             result_url=f"/v1/jobs/{job_id}/result" if status == JobStatus.SUCCEEDED else None,
+            deliveries=json.loads(fields.get("deliveries") or "[]"),
             cached=fields.get("cached") == "1",
         )
 
@@ -158,9 +160,14 @@ class JobStore:
         """The checkpoint id resolved when the job was submitted (the request may name it by name)."""
         return _text(self.redis.hget(self.job_key(job_id), "checkpoint_id"))
 
-    def create(self, request: JobRequest, owner: str, checkpoint_id: str | None = None) -> JobResource:
-        """Store a queued job and enqueue it for the workers, in one MULTI (never one without the other)."""
-        job_id = new_job_id()
+    def create(
+        self, request: JobRequest, owner: str, checkpoint_id: str | None = None, job_id: str | None = None
+    ) -> JobResource:
+        """Store a queued job and enqueue it for the workers, in one MULTI (never one without the other).
+
+        `job_id` is given when the id was reserved beforehand (an Idempotency-Key claim names it).
+        """
+        job_id = job_id or new_job_id()
         created = utcnow()
         record = {
             "request": request.model_dump_json(),
@@ -176,6 +183,7 @@ class JobStore:
             pipe.multi()
             pipe.hset(self.job_key(job_id), mapping=record)
             pipe.zadd(self.index_key, {job_id: created.timestamp()})
+            job_events.on_created(pipe, self.prefix)
             self.enqueue(job_id, pipeline=pipe)
             pipe.execute()
         return self.get(job_id)
@@ -262,6 +270,8 @@ class JobStore:
             fields = change(current)
             pipe.multi()
             pipe.hset(key, mapping=fields)
+            # Metrics and owed webhooks commit with the status (prunebench.job_events).
+            job_events.on_transition(pipe, self.prefix, current, fields)
             if extra is not None:
                 extra(pipe)
 

@@ -59,16 +59,27 @@ def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
 class EmbeddedRedis:
     """One redis-server child process; use as a context manager or call start()/stop()."""
 
-    def __init__(self, binary: str | None = None, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        binary: str | None = None,
+        workdir: Path | None = None,
+        *,
+        appendonly: bool = False,
+        password: str | None = None,
+    ) -> None:
         self.binary = binary or find_redis_binary()
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="prunebench-redis-"))
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        # Tests of durability (AOF survives a restart) and of password-protected Redis use these.
+        self.appendonly = appendonly
+        self.password = password
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 15.0) -> str:
         if self.binary is None:
@@ -77,11 +88,15 @@ class EmbeddedRedis:
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.workdir / "redis.log"
-        # A free port can be taken between probing and binding; retry a few times.
+        # A free port can be taken between probing and binding; retry a few times. A restart keeps its port.
+        keep_port = self.port
         for _ in range(5):
-            self.port = free_port()
+            self.port = keep_port or free_port()
+            aof = "yes" if self.appendonly else "no"
             args = {"port": str(self.port), "bind": "127.0.0.1", "dir": str(self.workdir), "save": "",
-                    "appendonly": "no", "logfile": str(log), "daemonize": "no"}  # fmt: skip
+                    "appendonly": aof, "logfile": str(log), "daemonize": "no"}  # fmt: skip
+            if self.password:
+                args["requirepass"] = self.password
             self.proc = subprocess.Popen(
                 [self.binary, *(item for key, value in args.items() for item in (f"--{key}", value))],
                 stdin=subprocess.DEVNULL,
@@ -110,6 +125,11 @@ class EmbeddedRedis:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self.proc = None
+
+    def restart(self, timeout_s: float = 15.0) -> str:
+        """Stop the server (SIGTERM: it flushes its AOF) and start it again on the same port and folder."""
+        self._terminate()
+        return self.start(timeout_s)
 
     def stop(self) -> None:
         self._terminate()

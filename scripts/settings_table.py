@@ -1,6 +1,6 @@
 """Print README's configuration table from prunebench.config.Settings (the one source of truth).
 
-    .venv/bin/python scripts/settings_table.py --write    # refresh the block in README.md
+.venv/bin/python scripts/settings_table.py --write    # refresh the block in README.md
 """
 
 from __future__ import annotations

@@ -30,6 +30,12 @@ from prunebench.redis_server import EmbeddedRedis, free_port, redis_answers
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = ROOT / "prunebench" / "assets" / "demo"
 TERMINAL = ("succeeded", "failed", "canceled")
+API_KEYS = {
+    "alice": "test-key-alice-0123456789",
+    "bob": "test-key-bob-0123456789",
+    "admin": "test-key-admin-0123456789",
+}
+"""The stacks run with authentication on: `Service.http` is alice's; `Service.client(owner)` anyone's."""
 
 
 @pytest.fixture(scope="session")
@@ -94,16 +100,22 @@ class Service:
             "PRUNEBENCH_QUEUE_NAME": self.prefix,
             "PRUNEBENCH_STORE_DIR": str(root / "store"),
             "PRUNEBENCH_BUILTIN_ASSETS": "1",
-            "PRUNEBENCH_AUTH_DISABLED": "1",
+            "PRUNEBENCH_API_KEYS": ",".join(f"{owner}:{key}" for owner, key in API_KEYS.items()),
             "PRUNEBENCH_LOG_JSON": "0",
             "PRUNEBENCH_JOB_RETRIES": "1",
             "PYTHONUNBUFFERED": "1",
-            **(extra_env or {}),
         }
-        self.env.pop("PRUNEBENCH_API_KEYS", None)
+        self.env.pop("PRUNEBENCH_AUTH_DISABLED", None)
+        self.env.update(extra_env or {})
+        self.api_key = API_KEYS["alice"]
         self.api: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.http = self.client("alice")
+
+    def client(self, owner: str | None) -> httpx.Client:
+        """An HTTP client with `owner`'s API key (None: no key at all). The caller closes it."""
+        headers = {"Authorization": f"Bearer {API_KEYS[owner]}"} if owner else {}
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
 
     @property
     def settings(self) -> Settings:
@@ -215,6 +227,11 @@ def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "PRUNEBENCH_DATASETS": str(write_catalog(root)),
             # Small enough to test 413 cheaply, big enough for the 4 MB demo checkpoint.
             "PRUNEBENCH_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
+            # CORS and webhooks for tests/integration/test_observability.py; the receiver is on 127.0.0.1.
+            "PRUNEBENCH_CORS_ORIGINS": "https://dash.example.com",
+            "PRUNEBENCH_CALLBACK_HOSTS": "127.0.0.1",
+            "PRUNEBENCH_WEBHOOK_SECRET": "integration-test-secret",
+            "PRUNEBENCH_WEBHOOK_BACKOFF_S": "0.5",
         },
     )
     try:

@@ -18,7 +18,7 @@ import prunebench
 from prunebench.catalog import CatalogError
 from prunebench.config import Settings, get_settings
 from prunebench.jobstore import connect
-from prunebench.service import dashboard
+from prunebench.service import auth, dashboard, extras
 from prunebench.service.problems import install_problem_handlers, problem_response
 from prunebench.service.routes import checkpoints, datasets, health, jobs
 
@@ -64,7 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        extras.start_background(app)  # webhook deliveries (prunebench.webhooks)
         yield
+        extras.stop_background(app)
         app.state.redis.close()
 
     app = FastAPI(
@@ -79,12 +81,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.redis = connect(settings)
 
     install_problem_handlers(app)
+    auth.install(app.state, settings)  # parse PRUNEBENCH_API_KEYS now: a bad value or no keys shows at start
 
     async def catalog_broken(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(503, f"the dataset catalog is unusable: {exc}", kind="catalog-unusable")
 
     app.add_exception_handler(CatalogError, catalog_broken)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # After BodyLimit, so outside it: /metrics, job-tagged logs, and CORS outermost of all.
+    extras.install(app, settings, app.state.redis)
 
     app.include_router(health.router)
     app.include_router(checkpoints.router)

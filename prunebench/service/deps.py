@@ -16,6 +16,7 @@ from prunebench.catalog import DatasetSpec, load_catalog
 from prunebench.checkpoint_store import CheckpointStore
 from prunebench.config import Settings
 from prunebench.jobstore import JobStore
+from prunebench.service.auth import principal_of
 
 
 def get_settings(request: Request) -> Settings:
@@ -45,12 +46,12 @@ def get_catalog(settings: SettingsDep) -> dict[str, DatasetSpec]:
     return load_catalog(settings.datasets, include_builtin=settings.builtin_assets)
 
 
-def get_principal() -> str:
-    """Who is calling: the owner recorded on jobs and uploads.
+def get_principal(request: Request) -> str:
+    """Who is calling: the owner recorded on jobs and uploads, from the request's API key.
 
-    Always "local" for now; API keys (PRUNEBENCH_API_KEYS) replace this one function.
+    401 problem without a valid key; "local" when PRUNEBENCH_AUTH_DISABLED=1 (see service/auth.py).
     """
-    return "local"
+    return principal_of(request)
 
 
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]

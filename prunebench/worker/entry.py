@@ -20,7 +20,9 @@ from prunebench.catalog import UnknownDataset, load_catalog, resolve_dataset
 from prunebench.checkpoint_store import CheckpointStore, UnknownCheckpoint
 from prunebench.config import Settings, get_settings
 from prunebench.contract import JobResult, JobStatus, Progress
+from prunebench.jobmetrics import StageClock
 from prunebench.jobstore import JobNotFound, JobStore, TransitionRefused, connect
+from prunebench.logging_setup import tagged_with_job
 from prunebench.result_cache import ResultCache, cache_key, cacheable
 from prunebench.worker.reporting import JobCanceled
 
@@ -39,9 +41,13 @@ class CheckpointChanged(RuntimeError):
 class RedisReporter:
     """The engine's Reporter for a queued job: progress into the job record, cancel from its status."""
 
-    def __init__(self, store: JobStore, job_id: str) -> None:
+    def __init__(self, store: JobStore, job_id: str, worker: str | None = None) -> None:
         self.store = store
         self.job_id = job_id
+        # This attempt's worker. If the record names another one, this worker was declared dead (a
+        # SIGKILLed parent leaves its horse running) and the job was requeued: this horse is an orphan
+        # and must stop rather than write progress or a result over the new attempt.
+        self.worker = worker
         self._last_write = 0.0
         self._last_stage: str | None = None
         self._last_check = 0.0
@@ -52,11 +58,19 @@ class RedisReporter:
         if progress.stage == self._last_stage and now - self._last_write < PROGRESS_INTERVAL_S:
             return
         self._last_write, self._last_stage = now, progress.stage
+        if self.worker is not None and self._orphaned():
+            self._canceled = True
+            return
         if not self.store.update_progress(self.job_id, progress) and self.store.status(self.job_id) in (
             JobStatus.CANCELED,
             None,
         ):
             self._canceled = True
+
+    def _orphaned(self) -> bool:
+        """The record no longer says `running on this worker` (requeued, failed, or run elsewhere)."""
+        status, worker = self.store.redis.hmget(self.store.job_key(self.job_id), ["status", "worker"])
+        return status is None or status.decode() != JobStatus.RUNNING.value or (worker or b"").decode() != self.worker
 
     def should_stop(self) -> bool:
         if self._canceled:
@@ -64,7 +78,9 @@ class RedisReporter:
         now = time.monotonic()
         if now - self._last_check >= STOP_CHECK_INTERVAL_S:
             self._last_check = now
-            self._canceled = self.store.status(self.job_id) in (JobStatus.CANCELED, None)
+            self._canceled = self.store.status(self.job_id) in (JobStatus.CANCELED, None) or (
+                self.worker is not None and self._orphaned()
+            )
         return self._canceled
 
 
@@ -98,6 +114,7 @@ def _cached_result(store: JobStore, cache: ResultCache, key: str, job_id: str) -
     return earlier.model_copy(update={"job_id": job_id, "cached": True, "cache_key": key})
 
 
+@tagged_with_job
 def run_job(job_id: str, settings: Settings | None = None) -> str:
     """Run one job to a terminal status; returns that status (rq stores it as the rq job's result)."""
     settings = settings or get_settings()
@@ -115,14 +132,18 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
     except TransitionRefused as exc:
         return exc.current.value if exc.current else "missing"
     log.info("job %s: attempt %d on %s", job_id, len(job.attempts), job.worker)
+    # Per-stage seconds for /metrics (prunebench.jobmetrics), written as each stage ends.
+    reporter = StageClock(RedisReporter(store, job_id, job.worker), store.redis, settings.redis_prefix)
 
     try:
         # Imported here, not at module level: the engine pulls in torch, and only the work-horse should.
         from prunebench.worker.pipeline import run_pipeline
 
         checkpoints = CheckpointStore(settings)
-        info, path = checkpoints.resolve(job.request.checkpoint)
         pinned = store.checkpoint_id(job_id)
+        # Among uploads sharing a name (several owners may use `det.pt`), take the one submitted.
+        same = (lambda candidate: candidate.id == pinned) if pinned else None
+        info, path = checkpoints.resolve(job.request.checkpoint, same)
         if pinned and info.id != pinned:
             # A mounted file replaced after submission: run what was asked for, or nothing.
             raise CheckpointChanged(f"{job.request.checkpoint!r} changed since the job was submitted")
@@ -137,7 +158,7 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
             log.info("job %s: succeeded from the cache", job_id)
             return JobStatus.SUCCEEDED.value
         artifacts = Path(settings.artifacts_dir) / job_id
-        result = run_pipeline(job.request, job_id, info, path, dataset, RedisReporter(store, job_id), artifacts)
+        result = run_pipeline(job.request, job_id, info, path, dataset, reporter, artifacts)
         result.cache_key = key
         _publish_artifacts(job_id, result)
         store.finish_succeeded(job_id, result)
@@ -157,6 +178,8 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
     except Exception as exc:
         log.exception("job %s: failed", job_id)
         return _fail(store, job_id, one_line(exc))
+    finally:
+        reporter.close()
 
 
 def _fail(store: JobStore, job_id: str, error: str) -> str:

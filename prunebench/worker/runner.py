@@ -18,9 +18,11 @@ Process model (the choice this module makes, and why):
 - SIGTERM / SIGINT: rq's warm shutdown (finish the current job, then exit); a second signal is cold.
 - A horse that dies (SIGKILL, OOM killer) is retried by rq up to PRUNEBENCH_JOB_RETRIES times; the
   killed-horse handler below puts our record back to `queued`, or `failed` when no retry is left.
-- A whole worker that dies (SIGKILL of the parent, lost host) is found by rq's maintenance, which
-  runs every MAINTENANCE_INTERVAL_S and reaps jobs whose worker stopped heart-beating
-  (JOB_MONITORING_INTERVAL_S + 60 s). Turning those into `failed`/`queued` records is a later issue.
+- A whole worker that dies (SIGKILL of the parent, lost host) stops heart-beating. Every worker
+  parent runs a reaper thread (prunebench/requeue.py) that requeues a running job whose worker has
+  been silent for PRUNEBENCH_ABANDONED_AFTER_S (attempt outcome `abandoned`), within
+  PRUNEBENCH_JOB_RETRIES; rq's own clean-up would take minutes. A busy worker heart-beats every
+  PRUNEBENCH_HEARTBEAT_S (rq's job_monitoring_interval).
 """
 
 from __future__ import annotations
@@ -38,13 +40,13 @@ from rq.serializers import JSONSerializer
 from prunebench.config import Settings, get_settings
 from prunebench.contract import JobStatus
 from prunebench.jobstore import JobNotFound, JobStore, TransitionRefused, connect
+from prunebench.logging_setup import configure_logging
+from prunebench.requeue import Reaper
 
 log = logging.getLogger("prunebench.worker")
 
 MAINTENANCE_INTERVAL_S = 60
-"""rq's clean-up of registries (abandoned jobs, expired entries); rq's default is 10 minutes."""
-JOB_MONITORING_INTERVAL_S = 15
-"""How often the parent heart-beats while a horse works; a dead worker is noticed ~60 s after this."""
+"""rq's clean-up of registries (expired entries); rq's default is 10 minutes. Dead workers are the reaper's."""
 
 
 def default_worker_name(device: str | None) -> str:
@@ -78,7 +80,7 @@ def build_worker(settings: Settings, device: str | None = None, name: str | None
         connection=connection,
         serializer=JSONSerializer,
         maintenance_interval=MAINTENANCE_INTERVAL_S,
-        job_monitoring_interval=JOB_MONITORING_INTERVAL_S,
+        job_monitoring_interval=settings.heartbeat_s,
         work_horse_killed_handler=_crash_handler(store),
     )
 
@@ -88,12 +90,16 @@ def run_worker(device: str | None = None, burst: bool = False) -> int:
         # Before anything can touch CUDA: the horse (and torch in it) inherits this environment.
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     settings = get_settings()
-    logging.basicConfig(
-        stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    configure_logging(settings)  # JSON lines on stderr; the forked horses inherit it
     worker = build_worker(settings, device)
     log.info("worker %s on queue %s (device %s)", worker.name, settings.queue_name, device or "auto")
-    worker.work(burst=burst, logging_level=settings.log_level)
+    # Own connection: the reaper thread shares nothing with the worker loop or the forked horses.
+    reaper = Reaper(JobStore(connect(settings), settings), settings.abandoned_after_s, settings.reaper_interval_s)
+    reaper.start()
+    try:
+        worker.work(burst=burst, logging_level=settings.log_level)
+    finally:
+        reaper.stop()
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.stack import ROOT, Stack, start_stack
+from tests.conftest import ROOT, Service
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -59,12 +59,6 @@ def _selenium() -> Any:
             [sys.executable, "-m", "pip", "install", "--quiet", "selenium"], capture_output=True, timeout=600
         )
     return pytest.importorskip("selenium.webdriver")
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    with start_stack() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -152,38 +146,38 @@ def _screenshot(driver: Any, name: str) -> Path:
     return path
 
 
-def test_root_redirects_to_dashboard_with_strict_csp(stack: Stack) -> None:
-    response = httpx.get(f"{stack.url}/", follow_redirects=True)
+def test_root_redirects_to_dashboard_with_strict_csp(service: Service) -> None:
+    response = httpx.get(f"{service.url}/", follow_redirects=True)
     assert response.status_code == 200
     assert str(response.url).endswith("/ui/")
     assert "text/html" in response.headers["content-type"]
     csp = response.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "http" not in csp
     for name in ("app.js", "api.js", "charts.js", "style.css"):
-        asset = httpx.get(f"{stack.url}/ui/{name}")
+        asset = httpx.get(f"{service.url}/ui/{name}")
         assert asset.status_code == 200, name
         # No external resources: the hosts have no internet.
         assert "https://" not in asset.text and "http://" not in asset.text.replace("http://www.w3.org/2000/svg", "")
-    assert httpx.get(f"{stack.url}/ui/..%2Fdashboard.py").status_code == 404
+    assert httpx.get(f"{service.url}/ui/..%2Fdashboard.py").status_code == 404
 
 
-def test_missing_key_shows_problem(stack: Stack, browser: Any) -> None:
-    if httpx.get(f"{stack.url}/v1/jobs").status_code != 401:
+def test_missing_key_shows_problem(service: Service, browser: Any) -> None:
+    if httpx.get(f"{service.url}/v1/jobs").status_code != 401:
         pytest.skip("this stack runs without authentication")
-    browser.get(f"{stack.url}/ui/#/jobs")
+    browser.get(f"{service.url}/ui/#/jobs")
     browser.execute_script("sessionStorage.clear(); location.reload();")
     box = _wait(lambda: next((e for e in _testid(browser, "error") if e.is_displayed()), None), 20, "problem box")
     assert "401" in box.text
 
 
-def test_submit_sweep_and_watch_it_complete(stack: Stack, browser: Any) -> None:
+def test_submit_sweep_and_watch_it_complete(service: Service, browser: Any) -> None:
     from selenium.webdriver.support.ui import Select
 
-    browser.get(f"{stack.url}/ui/")
-    _set_key(browser, stack.api_key)
+    browser.get(f"{service.url}/ui/")
+    _set_key(browser, service.api_key)
     browser.get_log("browser")  # drop what happened before the key was set
 
-    browser.get(f"{stack.url}/ui/#/submit")
+    browser.get(f"{service.url}/ui/#/submit")
     browser.refresh()
     checkpoint = _wait(lambda: _testid(browser, "checkpoint-select")[0], 20, "submit form")
     _wait(
@@ -245,7 +239,7 @@ def test_submit_sweep_and_watch_it_complete(stack: Stack, browser: Any) -> None:
         shutil.copyfile(shot, ROOT / "docs" / "dashboard.png")
 
     # The jobs list shows it as succeeded, with nothing left to cancel.
-    browser.get(f"{stack.url}/ui/#/jobs")
+    browser.get(f"{service.url}/ui/#/jobs")
     row = _wait(
         lambda: next((r for r in _testid(browser, "job-row") if r.get_attribute("data-job-id") == job_id), None),
         20,
@@ -256,16 +250,16 @@ def test_submit_sweep_and_watch_it_complete(stack: Stack, browser: Any) -> None:
     assert _js_errors(browser) == []
 
 
-def test_cancel_from_the_jobs_list(stack: Stack, browser: Any) -> None:
+def test_cancel_from_the_jobs_list(service: Service, browser: Any) -> None:
     body = {"checkpoint": "yolov5n_shapes.pt", "dataset": "shapes-val", "sparsities": [0.1, 0.3, 0.5, 0.7, 0.9]}
-    headers = {"Authorization": f"Bearer {stack.api_key}"}
-    response = httpx.post(f"{stack.url}/v1/jobs", json={**body, "use_cache": False}, headers=headers)
+    headers = {"Authorization": f"Bearer {service.api_key}"}
+    response = httpx.post(f"{service.url}/v1/jobs", json={**body, "use_cache": False}, headers=headers)
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
 
-    browser.get(f"{stack.url}/ui/")
-    _set_key(browser, stack.api_key)
-    browser.get(f"{stack.url}/ui/#/jobs")
+    browser.get(f"{service.url}/ui/")
+    _set_key(browser, service.api_key)
+    browser.get(f"{service.url}/ui/#/jobs")
 
     def cancel_button() -> Any:
         for row in _testid(browser, "job-row"):
@@ -278,7 +272,7 @@ def test_cancel_from_the_jobs_list(stack: Stack, browser: Any) -> None:
         _wait(cancel_button, 20, "the cancel button").click()
     final = _wait(
         lambda: (
-            (s := httpx.get(f"{stack.url}/v1/jobs/{job_id}", headers=headers).json()["status"])
+            (s := httpx.get(f"{service.url}/v1/jobs/{job_id}", headers=headers).json()["status"])
             in ("canceled", "succeeded", "failed")
             and s
         ),

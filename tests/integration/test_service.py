@@ -89,7 +89,7 @@ def test_upload_checkpoint_is_idempotent_by_content(service: Service) -> None:
     assert first.status_code in (200, 201), first.text
     info = first.json()
     assert info["name"] == "my-detector.pt" and info["size_bytes"] == len(data)
-    assert info["format"] == "yolov5" and info["num_classes"] == 80 and info["owner"] == "local"
+    assert info["format"] == "yolov5" and info["num_classes"] == 80 and info["owner"] == "alice"
     again = service.http.post("/v1/checkpoints", files={"file": ("other-name.pt", data)})
     assert again.status_code == 200 and again.json()["id"] == info["id"]
     stored = service.root / "store" / "checkpoints"
@@ -185,7 +185,7 @@ def test_sweep_job_end_to_end(service: Service) -> None:
     assert submitted.status_code == 202
     job = submitted.json()
     assert submitted.headers["location"] == f"/v1/jobs/{job['id']}"
-    assert job["status"] == "queued" and job["owner"] == "local" and job["attempts"] == []
+    assert job["status"] == "queued" and job["owner"] == "alice" and job["attempts"] == []
 
     # Progress is visible while it runs, and there is no result yet.
     running = wait_running(service, job["id"])

@@ -83,4 +83,6 @@ def test_upload_commit_and_refusal(store: CheckpointStore) -> None:
     with pytest.raises(CheckpointError):
         store.add_upload(tmp, "0" * 64, "bad.pt", "local")
     assert not tmp.exists() and not store.upload_path("0" * 64).exists()
-    assert sorted(p.name for p in store.uploads_dir.iterdir()) == sorted([".incoming", f"{sha}.pt", f"{sha}.json"])
+    assert sorted(p.name for p in store.uploads_dir.iterdir()) == sorted(
+        [".incoming", f"{sha}.pt", f"{sha}.json", f"{sha}.owners"]
+    )

@@ -22,7 +22,7 @@ def test_api_never_imports_torch() -> None:
 
 
 def test_redis_down_is_a_503_problem_not_a_crash() -> None:
-    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", redis_prefix="unused"))
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", redis_prefix="unused", auth_disabled=True))
     with TestClient(app, raise_server_exceptions=False) as client:
         assert client.get("/healthz").status_code == 200
         for method, path, body in [
@@ -38,7 +38,7 @@ def test_redis_down_is_a_503_problem_not_a_crash() -> None:
 
 
 def test_upload_needs_multipart() -> None:
-    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0"))
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", auth_disabled=True))
     with TestClient(app) as client:
         response = client.post("/v1/checkpoints", content=b"raw", headers={"content-type": "application/octet-stream"})
         assert response.status_code == 415

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -15,10 +16,12 @@ from starlette.concurrency import run_in_threadpool
 
 from prunebench.checkpoint_store import CheckpointError, CheckpointStore, UnknownCheckpoint, is_plain_name
 from prunebench.contract import CheckpointInfo
-from prunebench.service.deps import CheckpointStoreDep, PrincipalDep, SettingsDep, can_see
+from prunebench.service.auth import ADMIN
+from prunebench.service.deps import CheckpointStoreDep, PrincipalDep, SettingsDep
 from prunebench.service.problems import Problem
+from prunebench.service.responses import PROBLEM_RESPONSES
 
-router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"])
+router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"], responses=PROBLEM_RESPONSES)
 
 MULTIPART_OVERHEAD = 64 * 1024
 """Allowance for boundaries and part headers on top of max_upload_bytes when checking Content-Length."""
@@ -145,24 +148,43 @@ async def upload_checkpoint(
         tmp.unlink(missing_ok=True)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/checkpoints/{info.id}"
+    return as_seen_by(info, owner)
+
+
+def visible_to(store: CheckpointStore, principal: str) -> Callable[[CheckpointInfo], bool]:
+    """Builtin and mounted checkpoints are everyone's; an upload is its uploaders' (and admin's)."""
+
+    def visible(info: CheckpointInfo) -> bool:
+        return principal == ADMIN or info.source != "upload" or store.is_owner(info, principal)
+
+    return visible
+
+
+def as_seen_by(info: CheckpointInfo, principal: str) -> CheckpointInfo:
+    """An owner sees itself as the owner: who else uploaded the same bytes is none of its business."""
+    if info.source == "upload" and principal != ADMIN:
+        return info.model_copy(update={"owner": principal})
     return info
 
 
 @router.get("")
 def list_checkpoints(store: CheckpointStoreDep, principal: PrincipalDep) -> dict[str, Any]:
-    items = [i for i in store.list() if can_see(principal, i.owner)]
+    visible = visible_to(store, principal)
+    items = [as_seen_by(i, principal) for i in store.list() if visible(i)]
     return {"items": [i.model_dump(mode="json") for i in items], "total": len(items)}
 
 
 def resolve_visible(store: CheckpointStore, ref: str, principal: str) -> tuple[CheckpointInfo, Path]:
     """The checkpoint `ref` names, as the caller may see it; raises a 404 Problem otherwise."""
+    visible = visible_to(store, principal)
     try:
-        info, path = store.resolve(ref)
+        info, path = store.resolve(ref, visible)
     except UnknownCheckpoint as exc:
         raise Problem(404, f"unknown checkpoint {ref!r}: {exc.reason}", kind="unknown-checkpoint") from exc
-    if not can_see(principal, info.owner):
+    if not visible(info):
+        # The same answer as for an id nobody uploaded: no hint that the checkpoint exists.
         raise Problem(404, f"unknown checkpoint {ref!r}: no such checkpoint", kind="unknown-checkpoint")
-    return info, path
+    return as_seen_by(info, principal), path
 
 
 @router.get("/{ref}", response_model=CheckpointInfo)

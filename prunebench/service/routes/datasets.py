@@ -6,14 +6,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from prunebench.catalog import CatalogError, DatasetSpec
 from prunebench.contract import DatasetInfo
-from prunebench.service.deps import CatalogDep
+from prunebench.service.deps import CatalogDep, get_principal
 from prunebench.service.problems import Problem
+from prunebench.service.responses import PROBLEM_RESPONSES
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+# Router-level: the routes do not need the caller's name, but only key holders may list the catalog.
+router = APIRouter(
+    prefix="/v1/datasets", tags=["datasets"], dependencies=[Depends(get_principal)], responses=PROBLEM_RESPONSES
+)
 
 # Parsing a COCO instances JSON (25 MB for val2017) per listing would be slow: cache by file identity.
 _info_cache: dict[tuple[str, Path, int, int], DatasetInfo] = {}

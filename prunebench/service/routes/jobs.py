@@ -13,22 +13,34 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from prunebench.catalog import CatalogError
+from prunebench.catalog import CatalogError, DatasetSpec
+from prunebench.checkpoint_store import CheckpointStore
 from prunebench.contract import JobRequest, JobResource, JobResult, JobStatus
-from prunebench.jobstore import JobNotFound, JobStore, TransitionRefused
+from prunebench.idempotency import (
+    IdempotencyInProgress,
+    IdempotencyMismatch,
+    IdempotencyStore,
+    body_fingerprint,
+    valid_key,
+    wait_for_record,
+)
+from prunebench.jobstore import JobNotFound, JobStore, TransitionRefused, new_job_id
+from prunebench.requeue import retry_job
 from prunebench.service.deps import CatalogDep, CheckpointStoreDep, JobStoreDep, PrincipalDep, SettingsDep, can_see
+from prunebench.service.extras import require_allowed_callback
 from prunebench.service.problems import Problem
+from prunebench.service.responses import PROBLEM_RESPONSES
 from prunebench.service.routes.checkpoints import resolve_visible
 from prunebench.service.routes.datasets import dataset_info
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
 log = logging.getLogger("prunebench.api")
 
 
@@ -42,7 +54,38 @@ def _job(store: JobStore, job_id: str, principal: str) -> JobResource:
     return job
 
 
-@router.post("", status_code=202, response_model=JobResource)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Makes a retried submission safe: the same key and body return the same job (24 h).",
+    ),
+]
+
+
+def _replay(
+    store: JobStore, idem: IdempotencyStore, owner: str, key: str, job_id: str, response: Response
+) -> JobResource:
+    """The job an earlier submission with this key created (waiting briefly if it is still being created)."""
+    if not wait_for_record(store.redis, store.job_key(job_id), idem.redis_key(owner, key)):
+        raise Problem(
+            409,
+            "an earlier request with this Idempotency-Key is still in progress; retry",
+            kind="idempotency-in-progress",
+        )
+    job = _job(store, job_id, owner)
+    response.status_code = 200
+    response.headers["Idempotency-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobResource,
+    responses={200: {"model": JobResource, "description": "A replay: the job an earlier identical submission created"}},
+)
 def submit_job(
     request: JobRequest,
     response: Response,
@@ -50,8 +93,49 @@ def submit_job(
     checkpoints: CheckpointStoreDep,
     catalog: CatalogDep,
     owner: PrincipalDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobResource:
-    """Queue a job. The checkpoint and dataset must exist now (404 otherwise), not fail later."""
+    """Queue a job. The checkpoint and dataset must exist now (404 otherwise), not fail later.
+
+    With an `Idempotency-Key`, a repeat of the same body answers 200 with the original job; the same key
+    with a different body is a 422 (see prunebench/idempotency.py).
+    """
+    require_allowed_callback(request.callback_url, settings)  # 422 before anything is claimed or stored
+    if idempotency_key is None:
+        return _submit(request, response, store, checkpoints, catalog, owner)
+    if not valid_key(idempotency_key):
+        raise Problem(422, "Idempotency-Key must be 1-200 visible ASCII characters", kind="validation")
+    idem = IdempotencyStore(store.redis, settings.redis_prefix, settings.idempotency_ttl_s)
+    try:
+        claim = idem.claim(owner, idempotency_key, body_fingerprint(request.model_dump(mode="json")), new_job_id())
+    except IdempotencyMismatch as exc:
+        raise Problem(
+            422, "this Idempotency-Key was used with a different request body", kind="idempotency-key-reused"
+        ) from exc
+    except IdempotencyInProgress as exc:
+        raise Problem(
+            409, "a request with this Idempotency-Key is in progress; retry", kind="idempotency-in-progress"
+        ) from exc
+    if claim.replay:
+        return _replay(store, idem, owner, idempotency_key, claim.job_id, response)
+    try:
+        return _submit(request, response, store, checkpoints, catalog, owner, job_id=claim.job_id)
+    except BaseException:
+        # Nothing was created: free the key so the client can fix the request and retry under it.
+        idem.release(owner, idempotency_key, claim.job_id)
+        raise
+
+
+def _submit(
+    request: JobRequest,
+    response: Response,
+    store: JobStore,
+    checkpoints: CheckpointStore,
+    catalog: dict[str, DatasetSpec],
+    owner: str,
+    job_id: str | None = None,
+) -> JobResource:
     info, _ = resolve_visible(checkpoints, request.checkpoint, owner)
     spec = catalog.get(request.dataset)
     if spec is None:
@@ -61,7 +145,7 @@ def submit_job(
     except CatalogError as exc:
         raise Problem(422, str(exc), kind="dataset-unusable") from exc
     # Pin the checkpoint's id: a mounted file replaced before the job runs must not silently change it.
-    job = store.create(request, owner, checkpoint_id=info.id)
+    job = store.create(request, owner, checkpoint_id=info.id, job_id=job_id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job
 
@@ -135,7 +219,9 @@ def _drop_from_queue(store: JobStore, job_id: str) -> None:
         log.info("job %s: not removed from the rq queue: %s", job_id, exc)
 
 
-@router.delete("/{job_id}", response_model=JobResource, responses={200: {"model": JobResource}})
+@router.delete(
+    "/{job_id}", response_model=JobResource, responses={200: {"model": JobResource}, 202: {"model": JobResource}}
+)
 def cancel_job(job_id: str, response: Response, store: JobStoreDep, principal: PrincipalDep) -> JobResource:
     """Cancel: a queued job is canceled at once (200); a running one is told to stop (202).
 
@@ -153,4 +239,24 @@ def cancel_job(job_id: str, response: Response, store: JobStoreDep, principal: P
     else:
         _drop_from_queue(store, job_id)
         response.status_code = 200
+    return job
+
+
+@router.post("/{job_id}/retry", status_code=202, response_model=JobResource)
+def retry(job_id: str, response: Response, store: JobStoreDep, principal: PrincipalDep) -> JobResource:
+    """Run a failed or canceled job again: back to `queued`, its attempt history kept (202).
+
+    409 while it is queued or running, or once it succeeded; 404 when it is not the caller's.
+    """
+    _job(store, job_id, principal)
+    try:
+        job = retry_job(store, job_id)
+    except JobNotFound as exc:
+        raise Problem(404, f"no job {job_id!r}", kind="unknown-job") from exc
+    except TransitionRefused as exc:
+        status = exc.current.value if exc.current else "gone"
+        raise Problem(
+            409, f"job {job_id} is {status}; only failed or canceled jobs can be retried", kind="job-not-retryable"
+        ) from exc
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job

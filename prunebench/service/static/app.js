@@ -512,7 +512,7 @@ async function jobView(id, params, gen) {
           ["Batch size", r.batch_size],
           ["Max images", r.max_images ?? "all"],
           ["Device", r.device],
-          ["fp16", r.half ? "yes (CUDA)" : "no"],
+          ["fp16 requested", r.half ? "yes (applies on CUDA only)" : "no"],
           ["Dense baseline", r.include_dense ? "yes" : "no"],
         ]),
         dl([
