@@ -71,7 +71,7 @@ class CheckpointMeta:
 # Placeholders: what allowed globals turn into. None of them does anything beyond recording its arguments.
 
 
-class _Stub:
+class InertStub:
     """Inert stand-in for an allowed class: accepts any constructor args and any pickled state."""
 
     qualname = "?"
@@ -89,7 +89,7 @@ class _Stub:
             self.__dict__["state"] = state
 
 
-class ModuleStub(_Stub):
+class ModuleStub(InertStub):
     """A pickled nn.Module (upstream block or torch layer): only its __dict__ is kept."""
 
 
@@ -132,8 +132,8 @@ def _module_stub(qualname: str) -> type[ModuleStub]:
     return type(qualname.rsplit(".", 1)[-1], (ModuleStub,), {"qualname": qualname})
 
 
-def _inert(qualname: str) -> type[_Stub]:
-    return type(qualname.rsplit(".", 1)[-1], (_Stub,), {"qualname": qualname})
+def _inert(qualname: str) -> type[InertStub]:
+    return type(qualname.rsplit(".", 1)[-1], (InertStub,), {"qualname": qualname})
 
 
 # Upstream YOLOv5 blocks (models.common, models.yolo) that prunebench reimplements.
@@ -486,7 +486,7 @@ def _storage_types(obj: object, found: set[str], depth: int = 0) -> None:
     elif isinstance(obj, list | tuple):
         for v in obj:
             _storage_types(v, found, depth + 1)
-    elif isinstance(obj, _Stub):
+    elif isinstance(obj, InertStub):
         _storage_types(obj.__dict__, found, depth + 1)
 
 

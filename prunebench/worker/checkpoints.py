@@ -33,6 +33,7 @@ from prunebench.checkpoint_meta import (
     TORCH_MODULES,
     UPSTREAM_MODULES,
     CheckpointError,
+    InertStub,
     builtin_yaml_name,
     class_names,
     inspect_checkpoint,
@@ -66,28 +67,11 @@ class LoadedModel:
     arch: str | None
 
 
-class _StandIn:
-    """Inert target for an allow-listed global: records constructor args and pickled state, nothing else."""
-
-    upstream_name = "?"
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        self.args = args
-
-    def __setstate__(self, state: object) -> None:
-        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict | type(None)):
-            state = state[0]
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-        else:
-            self.__dict__["state"] = state
+def _stand_in(qualname: str) -> type[InertStub]:
+    return type(qualname.rsplit(".", 1)[-1], (InertStub,), {"qualname": qualname})
 
 
-def _stand_in(qualname: str) -> type[_StandIn]:
-    return type(qualname.rsplit(".", 1)[-1], (_StandIn,), {"upstream_name": qualname})
-
-
-_STAND_INS: list[tuple[type[_StandIn], str]] = [
+_STAND_INS: list[tuple[type[InertStub], str]] = [
     (_stand_in(name), name) for name in (*UPSTREAM_MODULES, *TORCH_MODULES, *INERT_VALUES)
 ]
 
@@ -107,22 +91,22 @@ def _torch_load(path: Path) -> Any:
 
 
 def _is_upstream_model(obj: object) -> bool:
-    return isinstance(obj, _StandIn) and obj.upstream_name in (
+    return isinstance(obj, InertStub) and obj.qualname in (
         "models.yolo.DetectionModel",
         "models.yolo.Model",
     )
 
 
-def _walk(node: _StandIn, prefix: str = "") -> list[tuple[str, _StandIn]]:
+def _walk(node: InertStub, prefix: str = "") -> list[tuple[str, InertStub]]:
     """(path, module) pairs of a stand-in module tree, root first."""
     found = [(prefix, node)]
     for name, child in (node.__dict__.get("_modules") or {}).items():
-        if isinstance(child, _StandIn):
+        if isinstance(child, InertStub):
             found.extend(_walk(child, f"{prefix}.{name}" if prefix else str(name)))
     return found
 
 
-def _state_of(tree: list[tuple[str, _StandIn]]) -> dict[str, torch.Tensor]:
+def _state_of(tree: list[tuple[str, InertStub]]) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for path, module in tree:
         attrs = module.__dict__
@@ -137,7 +121,7 @@ def _state_of(tree: list[tuple[str, _StandIn]]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not _LEGACY_KEYS.search(k)}
 
 
-def _sync_module_settings(model: DetectionModel, tree: list[tuple[str, _StandIn]]) -> None:
+def _sync_module_settings(model: DetectionModel, tree: list[tuple[str, InertStub]]) -> None:
     """Carry over per-module settings a config cannot express: activations and BatchNorm eps."""
     ours = dict(model.named_modules())
     for path, stand_in in tree:
@@ -145,7 +129,7 @@ def _sync_module_settings(model: DetectionModel, tree: list[tuple[str, _StandIn]
         if target is None:
             continue
         attrs = stand_in.__dict__
-        factory = _ACTIVATION_FACTORIES.get(stand_in.upstream_name)
+        factory = _ACTIVATION_FACTORIES.get(stand_in.qualname)
         if factory is not None and isinstance(target, _ACTIVATION_TYPES):
             replacement = factory(attrs)
             if type(replacement) is not type(target) or repr(replacement) != repr(target):
@@ -212,7 +196,7 @@ def _load_upstream(obj: Any, arch: str | None) -> LoadedModel:
     tree = _walk(root)
     state = _state_of(tree)
     yaml_cfg = dict(yaml_cfg)
-    heads = [m for _, m in tree if m.upstream_name == "models.yolo.Detect"]
+    heads = [m for _, m in tree if m.qualname == "models.yolo.Detect"]
     head_nc = heads[-1].__dict__.get("nc") if heads else None
     if isinstance(head_nc, int):
         yaml_cfg["nc"] = head_nc  # the head is authoritative when an old yaml disagrees
