@@ -284,6 +284,14 @@ def _print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _emit(args: argparse.Namespace, payload: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
+    """The API's JSON with --json (for scripts), else the human rendering."""
+    if args.json:
+        _print_json(payload)
+    else:
+        print(render(payload))
+
+
 def _print_problem(error: ClientError) -> None:
     print(f"prunebench: error: {error.message}", file=sys.stderr)
     for item in error.problem.get("errors") or []:
@@ -351,10 +359,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             status = str(final.get("status"))
             raise JobFailed(0, f"job {status}", final.get("error") or f"job {job['id']} ended {status}", final)
         result = client.get_result(job["id"])
-    if args.json:
-        _print_json(result)
-    else:
-        print(format_result_table(result))
+    _emit(args, result, format_result_table)
     return EXIT_OK
 
 
@@ -362,10 +367,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.get_job(args.job_id)
-    if args.json:
-        _print_json(job)
-    else:
-        print(format_job(job))
+    _emit(args, job, format_job)
     return EXIT_OK
 
 
@@ -373,10 +375,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_result(args: argparse.Namespace) -> int:
     with _client(args) as client:
         result = client.get_result(args.job_id)
-    if args.json:
-        _print_json(result)
-    else:
-        print(format_result_table(result))
+    _emit(args, result, format_result_table)
     return EXIT_OK
 
 
@@ -384,10 +383,7 @@ def cmd_result(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.cancel(args.job_id)
-    if args.json:
-        _print_json(job)
-    else:
-        print(f"job {job.get('id', args.job_id)}: {job.get('status', 'cancel requested')}")
+    _emit(args, job, lambda j: f"job {j.get('id', args.job_id)}: {j.get('status', 'cancel requested')}")
     return EXIT_OK
 
 
