@@ -173,14 +173,14 @@ class CheckpointStore:
         return self.uploads_dir / f"{sha}.owners"
 
     @staticmethod
-    def _owner_file(owner: str) -> str:
-        # Hashed: owner names come from configuration and could hold any character.
+    def _hashed_file_name(owner: str) -> str:
+        # Hashed: owner and upload names could hold any character a file name must not.
         return hashlib.sha256(owner.encode("utf-8")).hexdigest()
 
     def add_owner(self, sha: str, owner: str) -> None:
         folder = self._owners_dir(sha)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / self._owner_file(owner)).touch()
+        (folder / self._hashed_file_name(owner)).touch()
 
     def is_owner(self, info: CheckpointInfo, principal: str) -> bool:
         """Whether `principal` uploaded these bytes (any of its uploads counts)."""
@@ -188,7 +188,19 @@ class CheckpointStore:
             return False
         if info.owner == principal:
             return True
-        return (self._owners_dir(info.id) / self._owner_file(principal)).is_file()
+        return (self._owners_dir(info.id) / self._hashed_file_name(principal)).is_file()
+
+    def _aliases_dir(self, sha: str) -> Path:
+        return self.uploads_dir / f"{sha}.names"
+
+    def add_alias(self, sha: str, name: str) -> None:
+        """Another upload of the same bytes under another file name: that name finds them too."""
+        folder = self._aliases_dir(sha)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / self._hashed_file_name(name), name.encode("utf-8"))
+
+    def has_name(self, info: CheckpointInfo, name: str) -> bool:
+        return info.name == name or (self._aliases_dir(info.id) / self._hashed_file_name(name)).is_file()
 
     def incoming_dir(self) -> Path:
         path = self.uploads_dir / INCOMING
@@ -206,7 +218,9 @@ class CheckpointStore:
             if existing is not None:
                 if owner is not None:
                     self.add_owner(sha, owner)
-                return existing, False
+                if name != existing.name:
+                    self.add_alias(sha, name)
+                return existing.model_copy(update={"name": name}), False
             size = tmp.stat().st_size
             meta = inspect_checkpoint(tmp)
             info = info_from_meta(meta, sha=sha, name=name, size=size, source="upload", owner=owner)
@@ -263,8 +277,8 @@ class CheckpointStore:
                 return self._describe_file(path, name, source), path
             except CheckpointError as exc:
                 raise UnknownCheckpoint(ref, f"checkpoint {ref!r} is not usable: {exc}") from exc
-        # Uploads by their original file name: the newest one wins.
-        named = [info for info in self._uploads() if info.name == ref and (visible is None or visible(info))]
+        # Uploads by any file name they were uploaded under: the newest one wins.
+        named = [info for info in self._uploads() if self.has_name(info, ref) and (visible is None or visible(info))]
         if named:
             newest = max(named, key=lambda i: i.created_at.timestamp() if i.created_at else 0.0)
             return newest, self.upload_path(newest.id)

@@ -77,7 +77,9 @@ def test_checkpoints_list_and_lookup(service: Service) -> None:
     items = service.http.get("/v1/checkpoints").json()["items"]
     builtin = next(c for c in items if c["name"] == "yolov5n_shapes.pt")
     assert builtin["source"] == "builtin" and builtin["num_classes"] == 80 and len(builtin["id"]) == 64
-    assert service.http.get(f"/v1/checkpoints/{builtin['id']}").json()["name"] == "yolov5n_shapes.pt"
+    # An id names bytes: an upload of the same bytes under another name is the same checkpoint.
+    assert service.http.get(f"/v1/checkpoints/{builtin['id']}").json()["id"] == builtin["id"]
+    assert service.http.get("/v1/checkpoints/yolov5n_shapes.pt").json()["source"] == "builtin"
     assert service.http.get("/v1/checkpoints/yolov5n_shapes.pt").json()["id"] == builtin["id"]
     assert_problem(service.http.get("/v1/checkpoints/nope.pt"), 404)
     assert_problem(service.http.get("/v1/checkpoints/..%2F..%2Fetc%2Fpasswd"), 404)
@@ -92,6 +94,8 @@ def test_upload_checkpoint_is_idempotent_by_content(service: Service) -> None:
     assert info["format"] == "yolov5" and info["num_classes"] == 80 and info["owner"] == "alice"
     again = service.http.post("/v1/checkpoints", files={"file": ("other-name.pt", data)})
     assert again.status_code == 200 and again.json()["id"] == info["id"]
+    assert again.json()["name"] == "other-name.pt"
+    assert service.http.get("/v1/checkpoints/other-name.pt").json()["id"] == info["id"]
     stored = service.root / "store" / "checkpoints"
     assert (stored / f"{info['id']}.pt").read_bytes() == data
     assert (stored / f"{info['id']}.json").is_file()

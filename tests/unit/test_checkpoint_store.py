@@ -77,12 +77,15 @@ def test_upload_commit_and_refusal(store: CheckpointStore) -> None:
 
     shutil.copy(BUILTIN_CHECKPOINT, tmp)
     again, created = store.add_upload(tmp, sha, "other.pt", "local")
-    assert not created and again.name == "mine.pt" and not tmp.exists()
+    # The same bytes again under another name: one stored checkpoint that both names find.
+    assert not created and again.id == sha and again.name == "other.pt" and not tmp.exists()
+    assert store.resolve("other.pt")[0].id == sha and store.resolve("mine.pt")[0].id == sha
+    assert [info.id for info in store.list() if info.source == "upload"] == [sha]
 
     tmp.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(CheckpointError):
         store.add_upload(tmp, "0" * 64, "bad.pt", "local")
     assert not tmp.exists() and not store.upload_path("0" * 64).exists()
     assert sorted(p.name for p in store.uploads_dir.iterdir()) == sorted(
-        [".incoming", f"{sha}.pt", f"{sha}.json", f"{sha}.owners"]
+        [".incoming", f"{sha}.pt", f"{sha}.json", f"{sha}.owners", f"{sha}.names"]
     )
