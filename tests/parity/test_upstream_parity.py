@@ -158,3 +158,40 @@ def test_pipeline_rejects_class_mismatch(tmp_path: Path) -> None:
     wide = DatasetSpec(name="wide", images_dir=spec.images_dir, annotations=path, category_map="ordered")
     with pytest.raises(PipelineError, match="80 classes"):
         run_local(_small_request(), CHECKPOINT, wide)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Detection-level parity: the COCO results JSON itself, not only the metrics computed from it.
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3])
+def test_detections_equal_upstream_predictions(sparsity: float) -> None:
+    import gzip
+
+    import torch
+
+    from prunebench.worker import pruning
+    from prunebench.worker.checkpoints import load_model
+    from prunebench.worker.data import decode_dataset, grid_stride
+    from prunebench.worker.evaluate import EvalConfig, evaluate
+    from prunebench.worker.scoring import coco_results, native_detections
+
+    dataset = builtin_datasets()["shapes-val"]
+    loaded = load_model(CHECKPOINT)
+    model = loaded.model.fuse()
+    if sparsity:
+        pruning.apply_pruning(model, "l1_unstructured", sparsity, [])
+    decoded = decode_dataset(dataset, 320)
+    config = EvalConfig(batch_size=32, stride=grid_stride(max(loaded.stride)))
+    out = evaluate(model, decoded, config, torch.device("cpu"))
+    ours = coco_results(
+        native_detections(out.detections, decoded.images), decoded.image_ids, dataset.class_to_category(loaded.nc)
+    )
+    fixture = Path(__file__).parents[1] / "fixtures" / "reference" / f"upstream_predictions_s{sparsity}.json.gz"
+    upstream = json.loads(gzip.decompress(fixture.read_bytes()))
+
+    def key(record: dict) -> tuple:
+        return (record["image_id"], record["category_id"], record["score"], *record["bbox"])
+
+    assert len(ours) == len(upstream)
+    assert sorted(map(key, ours)) == sorted(map(key, upstream))
