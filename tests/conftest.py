@@ -29,6 +29,15 @@ from prunebench.redis_server import EmbeddedRedis, free_port, redis_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = ROOT / "prunebench" / "assets" / "demo"
+SMALL_JOB: dict[str, Any] = {
+    "checkpoint": "yolov5n_shapes.pt",
+    "dataset": "shapes-val",
+    "img_size": 256,
+    "batch_size": 8,
+    "max_images": 16,
+    "device": "cpu",
+}
+"""A quick job on the bundled demo (256 px, 16 images): what integration tests submit by default."""
 TERMINAL = ("succeeded", "failed", "canceled")
 API_KEYS = {
     "alice": "test-key-alice-0123456789",

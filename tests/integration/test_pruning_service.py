@@ -9,18 +9,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Service
+from tests.conftest import SMALL_JOB, Service
 
 pytestmark = pytest.mark.slow
 
-SMALL: dict[str, Any] = {
-    "checkpoint": "yolov5n_shapes.pt",
-    "dataset": "shapes-val",
-    "img_size": 256,
-    "batch_size": 8,
-    "max_images": 16,
-    "device": "cpu",
-}
+SMALL = SMALL_JOB
 
 
 def run(service: Service, **fields: Any) -> dict[str, Any]:

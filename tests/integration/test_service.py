@@ -19,19 +19,12 @@ import pytest
 import redis
 
 from prunebench.contract import JobResult, Metrics
-from tests.conftest import DEMO_DIR, Service
+from tests.conftest import DEMO_DIR, SMALL_JOB, Service
 
 pytestmark = pytest.mark.slow
 
 PROBLEM = "application/problem+json"
-SMALL: dict[str, Any] = {
-    "checkpoint": "yolov5n_shapes.pt",
-    "dataset": "shapes-val",
-    "img_size": 256,
-    "batch_size": 8,
-    "max_images": 16,
-    "device": "cpu",
-}
+SMALL = SMALL_JOB
 # Long enough to be caught running: every image at full size, several points.
 LONG: dict[str, Any] = {**SMALL, "img_size": 640, "max_images": None, "sparsities": [0.1, 0.2, 0.3, 0.4, 0.5]}
 

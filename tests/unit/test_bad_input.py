@@ -8,7 +8,6 @@ oversized uploads) live in tests/integration/test_service.py; these are the rest
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import zipfile
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from fastapi.testclient import TestClient
 from prunebench.config import Settings
 from prunebench.service.app import create_app
 from tests.conftest import DEMO_DIR
+from tests.hostile import SystemPayload
 
 KEY = "bad-input-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -145,16 +145,6 @@ def test_symlinks_escaping_the_models_dir_are_invisible(
     problem(client.post("/v1/jobs", json={**JOB, "checkpoint": "escape.pt"}, headers=AUTH), 404)
 
 
-class _Boom:
-    """Pickles as `os.system("touch <marker>")`: what a malicious checkpoint would run when unpickled."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (os.system, (f"touch {self.marker}",))
-
-
 def _torch_like_zip(payload: bytes) -> bytes:
     """A zip laid out like torch.save's: `<root>/data.pkl` plus the usual small entries."""
     buffer = io.BytesIO()
@@ -169,7 +159,7 @@ def test_malicious_pickle_upload_is_refused_and_never_runs(
     client: TestClient, app_settings: Settings, tmp_path: Path
 ) -> None:
     marker = tmp_path / "pwned"
-    evil = pickle.dumps({"model": _Boom(marker), "names": ["a"]}, protocol=2)
+    evil = pickle.dumps({"model": SystemPayload(marker), "names": ["a"]}, protocol=2)
     for name, data in (("evil.pt", _torch_like_zip(evil)), ("evil-raw.pt", evil)):
         body = problem(client.post("/v1/checkpoints", files={"file": (name, data)}, headers=AUTH), 422)
         assert "checkpoint" in body["detail"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import gzip
 import json
 import math
@@ -10,7 +9,6 @@ import os
 import pickle
 import sys
 import types
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from prunebench.checkpoint_meta import CheckpointError
 from prunebench.worker.checkpoints import LoadedModel, _torch_load, load_model
 from prunebench.worker.yolo.configs import get_config
 from prunebench.worker.yolo.model import DetectionModel
+from tests.hostile import ExecPayload, SystemPayload, write_torch_zip
 
 DEMO = Path(__file__).resolve().parents[2] / "prunebench" / "assets" / "demo" / "yolov5n_shapes.pt"
 
@@ -27,31 +26,6 @@ DEMO = Path(__file__).resolve().parents[2] / "prunebench" / "assets" / "demo" / 
 @pytest.fixture(scope="module")
 def demo() -> LoadedModel:
     return load_model(DEMO)
-
-
-def _write_torch_zip(path: Path, pickle_bytes: bytes) -> Path:
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("archive/data.pkl", pickle_bytes)
-        zf.writestr("archive/byteorder", "little")
-        zf.writestr("archive/version", "3\n")
-        zf.writestr("archive/.format_version", "1")
-    return path
-
-
-class _SystemPayload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
-
-
-class _ExecPayload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (builtins.exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
 
 
 def test_demo_checkpoint_loads_strictly(demo: LoadedModel) -> None:
@@ -90,10 +64,10 @@ def test_demo_fused_param_count_and_outputs() -> None:
     assert torch.isfinite(after).all()
 
 
-@pytest.mark.parametrize(("payload", "refused"), [(_SystemPayload, "posix.system"), (_ExecPayload, "builtins.exec")])
+@pytest.mark.parametrize(("payload", "refused"), [(SystemPayload, "posix.system"), (ExecPayload, "builtins.exec")])
 def test_malicious_checkpoint_refused(tmp_path: Path, payload: type, refused: str) -> None:
     marker = tmp_path / "marker"
-    path = _write_torch_zip(tmp_path / "evil.pt", pickle.dumps({"model": payload(marker)}, protocol=2))
+    path = write_torch_zip(tmp_path / "evil.pt", pickle.dumps({"model": payload(marker)}, protocol=2))
     with pytest.raises(CheckpointError, match=f"refused global '{refused}'"):
         load_model(path)
     # The torch path on its own (weights_only + stand-ins) refuses it too, naming the global.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import json
 import os
 import pickle
@@ -14,34 +13,9 @@ from pathlib import Path
 import pytest
 
 from prunebench.checkpoint_meta import CheckpointError, class_names, inspect_checkpoint
+from tests.hostile import ExecPayload, SystemPayload, write_torch_zip
 
 DEMO = Path(__file__).resolve().parents[2] / "prunebench" / "assets" / "demo" / "yolov5n_shapes.pt"
-
-
-def write_torch_zip(path: Path, pickle_bytes: bytes, compress: int = zipfile.ZIP_STORED) -> Path:
-    """A torch-style archive around arbitrary pickle bytes (what a hostile upload would look like)."""
-    with zipfile.ZipFile(path, "w", compression=compress) as zf:
-        zf.writestr("archive/data.pkl", pickle_bytes)
-        zf.writestr("archive/byteorder", "little")
-        zf.writestr("archive/version", "3\n")
-        zf.writestr("archive/.format_version", "1")
-    return path
-
-
-class _SystemPayload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
-
-
-class _ExecPayload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (builtins.exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
 
 
 def test_demo_checkpoint_meta() -> None:
@@ -65,7 +39,7 @@ def test_module_is_torch_free() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=DEMO.parents[3])
 
 
-@pytest.mark.parametrize(("payload", "refused"), [(_SystemPayload, "posix.system"), (_ExecPayload, "builtins.exec")])
+@pytest.mark.parametrize(("payload", "refused"), [(SystemPayload, "posix.system"), (ExecPayload, "builtins.exec")])
 def test_malicious_pickle_refused(tmp_path: Path, payload: type, refused: str) -> None:
     marker = tmp_path / "marker"
     data = pickle.dumps({"epoch": -1, "model": payload(marker)}, protocol=2)
