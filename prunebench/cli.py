@@ -235,14 +235,18 @@ def _follow(http: httpx.Client, job_id: str, children: _Children, poll_s: float 
 
 
 def _drop_demo_keys(url: str, prefix: str) -> None:
-    """Leave a shared Redis as the demo found it (our keys only, by prefix)."""
+    """Leave a shared Redis as the demo found it: our records, and rq's keys for our queue and jobs."""
     import redis
 
     with contextlib.suppress(redis.exceptions.RedisError):
         client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
-        if keys:
-            client.delete(*keys)
+        # The demo's queue is named after its prefix; rq keys its jobs by our job ids.
+        job_ids = [raw.decode() for raw in client.zrange(f"{prefix}:jobs", 0, -1)]
+        for pattern in (f"{prefix}:*", f"rq:*{prefix}*", *(f"rq:*{job_id}*" for job_id in job_ids)):
+            keys = list(client.scan_iter(match=pattern, count=500))
+            if keys:
+                client.delete(*keys)
+        client.srem("rq:queues", f"rq:queue:{prefix}")
         client.close()
 
 

@@ -368,3 +368,28 @@ def test_quick_start_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert [r[0] for r in rows] == ["0.00", "0.20", "0.30"], out.stdout
     # Everything it started is gone: its temporary folder (with Redis's files) was removed.
     assert not any(tmp_path.glob("prunebench-*"))
+
+
+def test_demo_on_a_shared_redis_leaves_no_keys_behind(tmp_path: Path) -> None:
+    """Against a Redis it does not own, the demo removes its records and rq's keys for its queue and job."""
+    from prunebench.redis_server import EmbeddedRedis
+
+    with EmbeddedRedis(workdir=tmp_path / "redis") as server:
+        url = server.url
+        shared = redis.Redis.from_url(url)
+        shared.set("someone-else:key", "kept")
+        env = {**os.environ, "PRUNEBENCH_REDIS_URL": url, "TMPDIR": str(tmp_path)}
+        out = subprocess.run(
+            [sys.executable, "-m", "prunebench.cli", "demo", "--eval-device", "cpu"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        left = {key.decode() for key in shared.scan_iter("*")}
+        # rq marks a stopped worker dead and lets its key expire on its own within a minute.
+        workers = {key for key in left if key.startswith("rq:worker:")}
+        assert all(0 < shared.ttl(key) <= 60 for key in workers)
+        assert left - workers == {"someone-else:key"}
+        assert not any(m.decode().startswith("rq:queue:prunebench-demo") for m in shared.smembers("rq:queues"))
