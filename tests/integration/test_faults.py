@@ -21,7 +21,7 @@ import pytest
 
 from prunebench.contract import JobResult
 from prunebench.redis_server import EmbeddedRedis, find_redis_binary
-from tests.conftest import DEMO_DIR, TERMINAL, Service
+from tests.conftest import DEMO_DIR, SMALL_JOB, TERMINAL, Service, children_of
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,17 +30,7 @@ pytestmark = [
 ]
 
 PROBLEM = "application/problem+json"
-TINY: dict[str, Any] = {
-    "checkpoint": "yolov5n_shapes.pt",
-    "dataset": "shapes-val",
-    "img_size": 256,
-    "batch_size": 8,
-    "max_images": 8,
-    "device": "cpu",
-    "sparsity": 0.2,
-    "include_dense": False,
-    "use_cache": False,
-}
+TINY: dict[str, Any] = {**SMALL_JOB, "max_images": 8, "sparsity": 0.2, "include_dense": False, "use_cache": False}
 # Long enough to be caught mid-evaluation, short enough to run twice within the test's budget.
 MEDIUM: dict[str, Any] = {**TINY, "max_images": 48, "sparsity": None, "sparsities": [0.2, 0.4]}
 MEDIUM = {k: v for k, v in MEDIUM.items() if v is not None}
@@ -121,18 +111,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     finally:
         running.stop()
         server.stop()
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def wait_stage(stack: Service, job_id: str, stage: str = "evaluating", timeout_s: float = 60) -> dict[str, Any]:

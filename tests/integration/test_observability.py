@@ -24,21 +24,12 @@ from prunebench.contract import JobRequest
 from prunebench.jobstore import JobStore, connect
 from prunebench.redis_server import free_port
 from prunebench.webhooks import SIGNATURE_HEADER, verify
-from tests.conftest import ROOT, Service, drop_prefix, unique_prefix
+from tests.conftest import ROOT, SMALL_JOB, Service, drop_prefix, unique_prefix
 from tests.webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.slow
 
-TINY: dict[str, Any] = {
-    "checkpoint": "yolov5n_shapes.pt",
-    "dataset": "shapes-val",
-    "img_size": 256,
-    "batch_size": 8,
-    "max_images": 8,
-    "device": "cpu",
-    "sparsities": [0.2],
-    "use_cache": False,
-}
+TINY: dict[str, Any] = {**SMALL_JOB, "max_images": 8, "sparsities": [0.2], "use_cache": False}
 LONG: dict[str, Any] = {**TINY, "img_size": 640, "max_images": None, "sparsities": [0.1, 0.3, 0.5, 0.7, 0.9]}
 
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from prunebench.contract import JobResult, Metrics
-from tests.conftest import DEMO_DIR, SMALL_JOB, Service
+from tests.conftest import DEMO_DIR, SMALL_JOB, Service, children_of
 
 pytestmark = pytest.mark.slow
 
@@ -318,24 +318,12 @@ def test_store_paths_are_not_reachable_by_name(service: Service, tmp_path: Path)
         assert response.headers["content-type"].startswith(PROBLEM)
 
 
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the work-horse")
 def test_killed_work_horse_is_retried_as_a_new_attempt(service: Service) -> None:
     assert service.worker is not None
     job = service.submit(**LONG)
     wait_running(service, job["id"])
-    horses = _children_of(service.worker.pid)
+    horses = children_of(service.worker.pid)
     assert len(horses) == 1, horses
     os.kill(horses[0], signal.SIGKILL)  # as the OOM killer would
 
@@ -352,16 +340,20 @@ def test_killed_work_horse_is_retried_as_a_new_attempt(service: Service) -> None
     assert service.job(job["id"])["status"] == "canceled"
 
 
-def test_quick_start_demo_runs_end_to_end(tmp_path: Path) -> None:
-    """`prunebench demo` with no Redis answering: it starts its own, runs the sweep, prints the table."""
-    env = {**os.environ, "PRUNEBENCH_REDIS_URL": "redis://127.0.0.1:1/0", "TMPDIR": str(tmp_path)}
-    out = subprocess.run(
+def run_demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "prunebench.cli", "demo", "--eval-device", "cpu"],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def test_quick_start_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """`prunebench demo` with no Redis answering: it starts its own, runs the sweep, prints the table."""
+    env = {**os.environ, "PRUNEBENCH_REDIS_URL": "redis://127.0.0.1:1/0", "TMPDIR": str(tmp_path)}
+    out = run_demo(env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "embedded" in out.stderr and "succeeded" in out.stderr
     rows = [line.split() for line in out.stdout.splitlines() if line.strip()[:4] in ("0.00", "0.20", "0.30")]
@@ -379,13 +371,7 @@ def test_demo_on_a_shared_redis_leaves_no_keys_behind(tmp_path: Path) -> None:
         shared = redis.Redis.from_url(url)
         shared.set("someone-else:key", "kept")
         env = {**os.environ, "PRUNEBENCH_REDIS_URL": url, "TMPDIR": str(tmp_path)}
-        out = subprocess.run(
-            [sys.executable, "-m", "prunebench.cli", "demo", "--eval-device", "cpu"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        out = run_demo(env)
         assert out.returncode == 0, out.stderr[-3000:]
         left = {key.decode() for key in shared.scan_iter("*")}
         # rq marks a stopped worker dead and lets its key expire on its own within a minute.
