@@ -30,7 +30,11 @@ _digests_lock = threading.Lock()
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) so a 450 MB COCO json is hashed once."""
+    """sha256 of a file, remembered per (path, size, mtime) for the life of this process.
+
+    rq forks a work-horse per job, so a worker hashes the annotations once per job: 0.02 s measured
+    for 25 MB, the size of COCO val2017's instances file; small beside the evaluation.
+    """
     stat = path.stat()
     memo_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     with _digests_lock:
