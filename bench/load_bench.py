@@ -39,7 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable from a checkout without installing
 
-from prunebench.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from prunebench.infra.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 JOB: dict[str, Any] = {
     "checkpoint": "yolov5n_shapes.pt",

@@ -3,7 +3,7 @@
 Two models:
 
 * the bundled demo YOLOv5n (shapes dataset); ``--map`` also evaluates it on the bundled ``shapes-val``
-  through the real job pipeline (``prunebench.worker.pipeline.run_local``), which takes a while on CPU;
+  through the real job pipeline (``prunebench.worker.engine.pipeline.run_local``), which takes a while on CPU;
 * a YOLOv5s-architecture model with random weights (speed and size only: its accuracy means nothing).
 
 Every model is BN-fused before pruning, as the job pipeline does. Latency is the median over ``--iters`` timed
@@ -32,10 +32,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable from a checkout without installing
 
-from prunebench.worker import artifacts, measure  # noqa: E402
-from prunebench.worker.pruning import METHODS, apply_pruning  # noqa: E402
+from prunebench.worker.engine import artifacts, measure  # noqa: E402
+from prunebench.worker.engine.pruning import METHODS, apply_pruning  # noqa: E402
 
-DEMO = ROOT / "prunebench" / "assets" / "demo" / "yolov5n_shapes.pt"
+DEMO = ROOT / "common" / "assets" / "demo" / "yolov5n_shapes.pt"
 
 
 @dataclass
@@ -122,9 +122,9 @@ def measure_point(subject: Subject, method: str, sparsity: float, args: argparse
 def attach_map(rows: list[Row], args: argparse.Namespace) -> None:
     """Fill mAP columns of the demo rows from the job pipeline (one job per method)."""
     try:
-        from prunebench.catalog import builtin_datasets
         from prunebench.contract import JobRequest
-        from prunebench.worker.pipeline import run_local
+        from prunebench.datasets.catalog import builtin_datasets
+        from prunebench.worker.engine.pipeline import run_local
     except ImportError as exc:  # the pipeline is optional for this benchmark
         print(f"(mAP skipped: {exc})", file=sys.stderr)
         return
@@ -151,15 +151,15 @@ def attach_map(rows: list[Row], args: argparse.Namespace) -> None:
 
 
 def load_demo() -> Subject:
-    from prunebench.worker.checkpoints import load_model
+    from prunebench.worker.engine.checkpoints import load_model
 
     loaded = load_model(DEMO)
     return Subject("demo YOLOv5n (shapes)", loaded.model.fuse().eval(), loaded.yaml, loaded.names, loaded.stride)
 
 
 def build_yolov5s() -> Subject:
-    from prunebench.worker.yolo.configs import get_config
-    from prunebench.worker.yolo.model import build_model
+    from prunebench.worker.engine.yolo.configs import get_config
+    from prunebench.worker.engine.yolo.model import build_model
 
     torch.manual_seed(0)
     model = build_model(get_config("yolov5s")).fuse().eval()

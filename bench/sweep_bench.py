@@ -16,9 +16,9 @@ import platform
 import time
 from pathlib import Path
 
-from prunebench.catalog import BUILTIN_DATASET, BUILTIN_ROOT, builtin_datasets
 from prunebench.contract import JobRequest, Progress
-from prunebench.worker.pipeline import run_local
+from prunebench.datasets.catalog import BUILTIN_DATASET, BUILTIN_ROOT, builtin_datasets
+from prunebench.worker.engine.pipeline import run_local
 
 
 class StageClock:

@@ -37,7 +37,9 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
 FROM base AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY prunebench ./prunebench
+COPY common ./common
+COPY service ./service
+COPY worker ./worker
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 
 FROM base AS worker

@@ -9,4 +9,4 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]" --config-settings editable_mode=strict

@@ -25,10 +25,10 @@ import pytest
 import redis
 
 from prunebench.config import Settings
-from prunebench.redis_server import EmbeddedRedis, free_port, redis_answers
+from prunebench.infra.redis_server import EmbeddedRedis, free_port, redis_answers
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_DIR = ROOT / "prunebench" / "assets" / "demo"
+DEMO_DIR = ROOT / "common" / "assets" / "demo"
 SMALL_JOB: dict[str, Any] = {
     "checkpoint": "yolov5n_shapes.pt",
     "dataset": "shapes-val",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from prunebench.client import ClientError, JobNotFinished, PrunebenchClient
-from prunebench.redis_server import free_port
+from prunebench.client.http import ClientError, JobNotFinished, PrunebenchClient
+from prunebench.infra.redis_server import free_port
 from tests.conftest import DEMO_DIR, ROOT, Service
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from prunebench.contract import JobResult
-from prunebench.redis_server import EmbeddedRedis, find_redis_binary
+from prunebench.infra.redis_server import EmbeddedRedis, find_redis_binary
 from tests.conftest import DEMO_DIR, SMALL_JOB, TERMINAL, Service, children_of
 
 pytestmark = [

@@ -21,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from prunebench.config import Settings
 from prunebench.contract import JobRequest
-from prunebench.jobstore import JobStore, connect
-from prunebench.redis_server import free_port
-from prunebench.webhooks import SIGNATURE_HEADER, verify
+from prunebench.infra.redis_server import free_port
+from prunebench.jobs.store import JobStore, connect
+from prunebench.service.webhooks import SIGNATURE_HEADER, verify
 from tests.conftest import ROOT, SMALL_JOB, Service, drop_prefix, unique_prefix
 from tests.webhook_receiver import webhook_receiver
 

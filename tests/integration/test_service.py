@@ -364,7 +364,7 @@ def test_quick_start_demo_runs_end_to_end(tmp_path: Path) -> None:
 
 def test_demo_on_a_shared_redis_leaves_no_keys_behind(tmp_path: Path) -> None:
     """Against a Redis it does not own, the demo removes its records and rq's keys for its queue and job."""
-    from prunebench.redis_server import EmbeddedRedis
+    from prunebench.infra.redis_server import EmbeddedRedis
 
     with EmbeddedRedis(workdir=tmp_path / "redis") as server:
         url = server.url

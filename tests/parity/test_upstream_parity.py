@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from prunebench.catalog import BUILTIN_ROOT, builtin_datasets
 from prunebench.contract import JobRequest, JobResult, RunResult
-from prunebench.worker.pipeline import run_local
+from prunebench.datasets.catalog import BUILTIN_ROOT, builtin_datasets
+from prunebench.worker.engine.pipeline import run_local
 
 REFERENCE = json.loads((Path(__file__).parents[1] / "fixtures" / "reference" / "metrics.json").read_text())
 CHECKPOINT = BUILTIN_ROOT / "yolov5n_shapes.pt"
@@ -118,7 +118,7 @@ def _small_request(**overrides) -> JobRequest:
 
 
 def test_pipeline_saves_artifacts_and_reports_stages(tmp_path: Path) -> None:
-    from prunebench.worker.checkpoints import load_model
+    from prunebench.worker.engine.checkpoints import load_model
 
     reporter = _Recorder()
     request = _small_request(save_models=True)
@@ -140,15 +140,15 @@ def test_pipeline_saves_artifacts_and_reports_stages(tmp_path: Path) -> None:
 
 
 def test_pipeline_cancels_between_stages() -> None:
-    from prunebench.worker.reporting import JobCanceled
+    from prunebench.worker.engine.reporting import JobCanceled
 
     with pytest.raises(JobCanceled):
         run_local(_small_request(), CHECKPOINT, builtin_datasets()["shapes-val"], _Recorder(stop_at_stage="pruning"))
 
 
 def test_pipeline_rejects_class_mismatch(tmp_path: Path) -> None:
-    from prunebench.catalog import DatasetSpec
-    from prunebench.worker.pipeline import PipelineError
+    from prunebench.datasets.catalog import DatasetSpec
+    from prunebench.worker.engine.pipeline import PipelineError
 
     spec = builtin_datasets()["shapes-val"]
     instances = dict(spec.instances)
@@ -170,11 +170,11 @@ def test_detections_equal_upstream_predictions(sparsity: float) -> None:
 
     import torch
 
-    from prunebench.worker import pruning
-    from prunebench.worker.checkpoints import load_model
-    from prunebench.worker.data import decode_dataset, grid_stride
-    from prunebench.worker.evaluate import EvalConfig, evaluate
-    from prunebench.worker.scoring import coco_results, native_detections
+    from prunebench.worker.engine import pruning
+    from prunebench.worker.engine.checkpoints import load_model
+    from prunebench.worker.engine.data import decode_dataset, grid_stride
+    from prunebench.worker.engine.evaluate import EvalConfig, evaluate
+    from prunebench.worker.engine.scoring import coco_results, native_detections
 
     dataset = builtin_datasets()["shapes-val"]
     loaded = load_model(CHECKPOINT)

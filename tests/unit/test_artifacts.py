@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunebench.worker import artifacts
-from prunebench.worker.checkpoints import LoadedModel, load_model
-from prunebench.worker.pruning import apply_pruning
+from prunebench.worker.engine import artifacts
+from prunebench.worker.engine.checkpoints import LoadedModel, load_model
+from prunebench.worker.engine.pruning import apply_pruning
 
-DEMO = Path(__file__).resolve().parents[2] / "prunebench" / "assets" / "demo" / "yolov5n_shapes.pt"
+DEMO = Path(__file__).resolve().parents[2] / "common" / "assets" / "demo" / "yolov5n_shapes.pt"
 
 
 @pytest.fixture(scope="module")

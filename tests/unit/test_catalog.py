@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from prunebench.catalog import (
+from prunebench.datasets.catalog import (
     BUILTIN_DATASET,
     COCO80_TO_91,
     CatalogError,

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunebench.checkpoint_meta import CheckpointError
-from prunebench.worker.checkpoints import LoadedModel, _torch_load, load_model
-from prunebench.worker.yolo.configs import get_config
-from prunebench.worker.yolo.model import DetectionModel
+from prunebench.checkpoints.inspect import CheckpointError
+from prunebench.worker.engine.checkpoints import LoadedModel, _torch_load, load_model
+from prunebench.worker.engine.yolo.configs import get_config
+from prunebench.worker.engine.yolo.model import DetectionModel
 from tests.hostile import ExecPayload, SystemPayload, write_torch_zip
 
-DEMO = Path(__file__).resolve().parents[2] / "prunebench" / "assets" / "demo" / "yolov5n_shapes.pt"
+DEMO = Path(__file__).resolve().parents[2] / "common" / "assets" / "demo" / "yolov5n_shapes.pt"
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_state_dict_format_round_trip(tmp_path: Path) -> None:
 
 def test_prunebench_artifact_uses_unpack_state_dict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = DetectionModel(get_config("yolov5n", nc=2)).eval()
-    fake = types.ModuleType("prunebench.worker.artifacts")
+    fake = types.ModuleType("prunebench.worker.engine.artifacts")
     calls: list[dict[str, object]] = []
 
     def unpack_state_dict(obj: dict[str, object]) -> dict[str, torch.Tensor]:
@@ -132,7 +132,7 @@ def test_prunebench_artifact_uses_unpack_state_dict(tmp_path: Path, monkeypatch:
         return obj["tensors"]  # type: ignore[return-value]
 
     fake.unpack_state_dict = unpack_state_dict  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "prunebench.worker.artifacts", fake)
+    monkeypatch.setitem(sys.modules, "prunebench.worker.engine.artifacts", fake)
     path = tmp_path / "artifact.pt"
     torch.save(
         {

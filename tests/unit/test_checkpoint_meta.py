@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from prunebench.checkpoint_meta import CheckpointError, class_names, inspect_checkpoint
+from prunebench.checkpoints.inspect import CheckpointError, class_names, inspect_checkpoint
 from tests.hostile import ExecPayload, SystemPayload, write_torch_zip
 
-DEMO = Path(__file__).resolve().parents[2] / "prunebench" / "assets" / "demo" / "yolov5n_shapes.pt"
+DEMO = Path(__file__).resolve().parents[2] / "common" / "assets" / "demo" / "yolov5n_shapes.pt"
 
 
 def test_demo_checkpoint_meta() -> None:
@@ -32,7 +32,7 @@ def test_demo_checkpoint_meta() -> None:
 
 def test_module_is_torch_free() -> None:
     code = (
-        "import sys, pathlib; from prunebench.checkpoint_meta import inspect_checkpoint; "
+        "import sys, pathlib; from prunebench.checkpoints.inspect import inspect_checkpoint; "
         f"inspect_checkpoint(pathlib.Path({str(DEMO)!r})); "
         "assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
     )
@@ -112,7 +112,7 @@ def test_zip_bomb_refused(tmp_path: Path) -> None:
 
 
 def test_oversized_pickle_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("prunebench.checkpoint_meta.MAX_PICKLE_BYTES", 1024)
+    monkeypatch.setattr("prunebench.checkpoints.inspect.MAX_PICKLE_BYTES", 1024)
     with pytest.raises(CheckpointError, match="too large"):
         inspect_checkpoint(DEMO)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prunebench.checkpoint_store import (
+from prunebench.checkpoints.store import (
     BUILTIN_CHECKPOINT,
     CheckpointError,
     CheckpointStore,

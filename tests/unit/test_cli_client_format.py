@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from prunebench.cli_client import add_client_commands, format_jobs_table, format_result_table, parse_sparsities
-from prunebench.client import ClientError
+from prunebench.cli.client_commands import add_client_commands, format_jobs_table, format_result_table, parse_sparsities
+from prunebench.client.http import ClientError
 from prunebench.contract import JobResult
 
 

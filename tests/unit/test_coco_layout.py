@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from prunebench.catalog import BUILTIN_ROOT, COCO80_TO_91, load_catalog, resolve_dataset
 from prunebench.contract import JobRequest
-from prunebench.worker.pipeline import run_local
+from prunebench.datasets.catalog import BUILTIN_ROOT, COCO80_TO_91, load_catalog, resolve_dataset
+from prunebench.worker.engine.pipeline import run_local
 
 CHECKPOINT = BUILTIN_ROOT / "yolov5n_shapes.pt"
 SOURCE = BUILTIN_ROOT / "shapes-val"

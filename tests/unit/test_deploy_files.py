@@ -366,12 +366,12 @@ def test_dockerignore_keeps_secrets_and_data_out() -> None:
     ]
     assert lines[0] == "*", "allow-list: exclude everything first"
     allowed = {line[1:] for line in lines if line.startswith("!")}
-    assert allowed >= {"pyproject.toml", "README.md", "prunebench/"}
+    assert allowed >= {"pyproject.toml", "README.md", "common/", "service/", "worker/"}
     assert not allowed & {".env", ".venv", "var", "var/", ".git"}
 
 
 def test_catalog_example_loads() -> None:
-    from prunebench.catalog import load_catalog
+    from prunebench.datasets.catalog import load_catalog
 
     catalog = load_catalog(ROOT / "deploy" / "catalog.example.yaml", include_builtin=False)
     coco = catalog["coco-val2017"]

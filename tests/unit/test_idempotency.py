@@ -10,8 +10,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from prunebench.config import Settings
-from prunebench.idempotency import IdempotencyMismatch, IdempotencyStore, body_fingerprint
 from prunebench.service.app import create_app
+from prunebench.service.idempotency import IdempotencyMismatch, IdempotencyStore, body_fingerprint
 
 ALICE, BOB = "alice-key-0123456789abcdef", "bob-key-0123456789abcdef"
 JOB = {"checkpoint": "yolov5n_shapes.pt", "dataset": "shapes-val", "sparsity": 0.2, "device": "cpu"}

@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from prunebench import jobmetrics
 from prunebench.config import Settings
 from prunebench.contract import JobRequest, Progress
-from prunebench.jobstore import JobStore, TransitionRefused, connect, utcnow
+from prunebench.jobs import metrics as jobmetrics
+from prunebench.jobs.store import JobStore, TransitionRefused, connect, utcnow
 from prunebench.service.app import create_app
 from prunebench.service.metrics import RedisCollector
 

@@ -10,11 +10,11 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from prunebench.catalog import builtin_datasets
-from prunebench.checkpoint_store import BUILTIN_CHECKPOINT, CheckpointStore
+from prunebench.checkpoints.store import BUILTIN_CHECKPOINT, CheckpointStore
 from prunebench.config import Settings
 from prunebench.contract import Environment, JobRequest, JobResult, JobStatus, Progress
-from prunebench.jobstore import RUN_JOB, JobNotFound, JobStore, TransitionRefused, connect
+from prunebench.datasets.catalog import builtin_datasets
+from prunebench.jobs.store import RUN_JOB, JobNotFound, JobStore, TransitionRefused, connect
 
 REQUEST = JobRequest(checkpoint="yolov5n_shapes.pt", dataset="shapes-val", sparsities=[0.2, 0.3])
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunebench.catalog import DatasetSpec
-from prunebench.worker.data import (
+from prunebench.datasets.catalog import DatasetSpec
+from prunebench.worker.engine.data import (
     PAD_VALUE,
     DatasetError,
     DecodedDataset,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from prunebench.config import Settings
-from prunebench.logging_setup import bound_job, configure_logging, tagged_with_job
+from prunebench.infra.logging_setup import bound_job, configure_logging, tagged_with_job
 
 
 @pytest.fixture(autouse=True)

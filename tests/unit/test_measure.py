@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from prunebench.worker import measure
-from prunebench.worker.checkpoints import load_model
+from prunebench.worker.engine import measure
+from prunebench.worker.engine.checkpoints import load_model
 
-DEMO = Path(__file__).resolve().parents[2] / "prunebench" / "assets" / "demo" / "yolov5n_shapes.pt"
+DEMO = Path(__file__).resolve().parents[2] / "common" / "assets" / "demo" / "yolov5n_shapes.pt"
 
 
 def _tiny() -> nn.Sequential:

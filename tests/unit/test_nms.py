@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunebench.worker.nms import MAX_WH, nms_image, non_max_suppression, xywh_to_xyxy
+from prunebench.worker.engine.nms import MAX_WH, nms_image, non_max_suppression, xywh_to_xyxy
 
 
 def _row(cx: float, cy: float, w: float, h: float, obj: float, *cls: float) -> list[float]:

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from prunebench.contract import Progress
-from prunebench.worker.data import DecodedDataset, DecodedImage, resize_long_side
-from prunebench.worker.evaluate import EVAL_SHARE, EvalConfig, default_infer, evaluate, is_oom
-from prunebench.worker.reporting import JobCanceled, NullReporter
+from prunebench.worker.engine.data import DecodedDataset, DecodedImage, resize_long_side
+from prunebench.worker.engine.evaluate import EVAL_SHARE, EvalConfig, default_infer, evaluate, is_oom
+from prunebench.worker.engine.reporting import JobCanceled, NullReporter
 
 CPU = torch.device("cpu")
 
@@ -129,7 +129,7 @@ def test_cancel_between_batches() -> None:
 
 
 def test_device_resolution_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    from prunebench.worker.device import DeviceError, environment, resolve_device, use_half
+    from prunebench.worker.engine.device import DeviceError, environment, resolve_device, use_half
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == CPU and resolve_device("cpu") == CPU

@@ -10,12 +10,12 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from prunebench.worker import measure
-from prunebench.worker.checkpoints import load_model
-from prunebench.worker.pruning import METHODS, apply_pruning, prunable_layers
-from prunebench.worker.yolo.model import DetectionModel
+from prunebench.worker.engine import measure
+from prunebench.worker.engine.checkpoints import load_model
+from prunebench.worker.engine.pruning import METHODS, apply_pruning, prunable_layers
+from prunebench.worker.engine.yolo.model import DetectionModel
 
-DEMO = Path(__file__).resolve().parents[2] / "prunebench" / "assets" / "demo" / "yolov5n_shapes.pt"
+DEMO = Path(__file__).resolve().parents[2] / "common" / "assets" / "demo" / "yolov5n_shapes.pt"
 DETECT_CONVS = ["model.24.m.0", "model.24.m.1", "model.24.m.2"]
 IMG = 128
 

@@ -14,8 +14,8 @@ from rq.worker import Worker
 
 from prunebench.config import Settings
 from prunebench.contract import JobRequest, JobStatus
-from prunebench.jobstore import JobStore, TransitionRefused, connect
-from prunebench.requeue import reap_abandoned, requeue_abandoned, retry_job
+from prunebench.jobs.requeue import reap_abandoned, requeue_abandoned, retry_job
+from prunebench.jobs.store import JobStore, TransitionRefused, connect
 
 REQUEST = JobRequest(checkpoint="yolov5n_shapes.pt", dataset="shapes-val", sparsity=0.2)
 

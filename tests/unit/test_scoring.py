@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from prunebench.catalog import DatasetSpec, builtin_datasets
-from prunebench.worker.data import DecodedDataset, DecodedImage, GroundTruth, decode_dataset, letterbox
-from prunebench.worker.scoring import (
+from prunebench.datasets.catalog import DatasetSpec, builtin_datasets
+from prunebench.worker.engine.data import DecodedDataset, DecodedImage, GroundTruth, decode_dataset, letterbox
+from prunebench.worker.engine.scoring import (
     COCO_STAT_FIELDS,
     ImageDetections,
     ap_per_class,

@@ -13,7 +13,7 @@ from prunebench.service.app import create_app
 
 def test_api_never_imports_torch() -> None:
     code = (
-        "import sys, prunebench.service.app, prunebench.jobstore, prunebench.checkpoint_store, "
+        "import sys, prunebench.service.app, prunebench.jobs.store, prunebench.checkpoints.store, "
         "prunebench.worker.entry, prunebench.worker.runner, prunebench.cli; "
         "assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
     )

@@ -9,8 +9,8 @@ import pytest
 
 from prunebench.config import Settings
 from prunebench.contract import JobRequest
-from prunebench.jobstore import JobStore, connect
-from prunebench.webhooks import SIGNATURE_HEADER, CallbackRefused, Deliverer, check_callback_url, sign, verify
+from prunebench.jobs.store import JobStore, connect
+from prunebench.service.webhooks import SIGNATURE_HEADER, CallbackRefused, Deliverer, check_callback_url, sign, verify
 from tests.webhook_receiver import webhook_receiver
 
 SECRET = "unit-test-secret"
@@ -117,7 +117,7 @@ def test_attempts_are_bounded_and_one_claimant_wins(settings: Settings) -> None:
 
 
 def test_a_retried_job_that_ends_again_owes_a_new_callback(settings: Settings) -> None:
-    from prunebench.requeue import retry_job
+    from prunebench.jobs.requeue import retry_job
 
     hooks = hook_settings(settings)
     connection = connect(hooks)

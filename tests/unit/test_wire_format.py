@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from prunebench.config import Settings
 from prunebench.contract import JobRequest
-from prunebench.jobstore import JobStore, connect
+from prunebench.jobs.store import JobStore, connect
 from prunebench.worker.runner import build_worker
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prunebench.worker.yolo.configs import ARCHITECTURES, get_config, guess_arch
-from prunebench.worker.yolo.layers import Conv, Detect
-from prunebench.worker.yolo.model import DetectionModel, build_model, make_divisible
+from prunebench.worker.engine.yolo.configs import ARCHITECTURES, get_config, guess_arch
+from prunebench.worker.engine.yolo.layers import Conv, Detect
+from prunebench.worker.engine.yolo.model import DetectionModel, build_model, make_divisible
 
 
 def _params(model: torch.nn.Module) -> int:

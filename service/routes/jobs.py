@@ -1,0 +1,262 @@
+"""Jobs: submit, list, inspect, fetch results and artifacts, cancel.
+
+Result answers by status (documented in README's API section):
+
+- succeeded: 200 JobResult
+- queued / running: 409 `job-not-finished` (poll GET /v1/jobs/{id} until it is terminal)
+- failed: 422 `job-failed`, `detail` is the job's one-line error
+- canceled: 410 `job-canceled` (there is no result and never will be)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import FileResponse
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from prunebench.checkpoints.store import CheckpointStore
+from prunebench.contract import JobRequest, JobResource, JobResult, JobStatus
+from prunebench.datasets.catalog import CatalogError, DatasetSpec
+from prunebench.jobs.requeue import retry_job
+from prunebench.jobs.store import JobNotFound, JobStore, TransitionRefused, new_job_id
+from prunebench.service.deps import CatalogDep, CheckpointStoreDep, JobStoreDep, PrincipalDep, SettingsDep, can_see
+from prunebench.service.extras import require_allowed_callback
+from prunebench.service.idempotency import (
+    IdempotencyInProgress,
+    IdempotencyMismatch,
+    IdempotencyStore,
+    body_fingerprint,
+    valid_key,
+    wait_for_record,
+)
+from prunebench.service.problems import Problem
+from prunebench.service.responses import PROBLEM_RESPONSES
+from prunebench.service.routes.checkpoints import resolve_visible
+from prunebench.service.routes.datasets import dataset_info
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
+log = logging.getLogger("prunebench.api")
+
+
+def _job(store: JobStore, job_id: str, principal: str) -> JobResource:
+    try:
+        job = store.get(job_id)
+    except JobNotFound:
+        job = None
+    if job is None or not can_see(principal, job.owner):
+        raise Problem(404, f"no job {job_id!r}", kind="unknown-job")
+    return job
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Makes a retried submission safe: the same key and body return the same job (24 h).",
+    ),
+]
+
+
+def _replay(
+    store: JobStore, idem: IdempotencyStore, owner: str, key: str, job_id: str, response: Response
+) -> JobResource:
+    """The job an earlier submission with this key created (waiting briefly if it is still being created)."""
+    if not wait_for_record(store.redis, store.job_key(job_id), idem.redis_key(owner, key)):
+        raise Problem(
+            409,
+            "an earlier request with this Idempotency-Key is still in progress; retry",
+            kind="idempotency-in-progress",
+        )
+    job = _job(store, job_id, owner)
+    response.status_code = 200
+    response.headers["Idempotency-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobResource,
+    responses={200: {"model": JobResource, "description": "A replay: the job an earlier identical submission created"}},
+)
+def submit_job(
+    request: JobRequest,
+    response: Response,
+    store: JobStoreDep,
+    checkpoints: CheckpointStoreDep,
+    catalog: CatalogDep,
+    owner: PrincipalDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobResource:
+    """Queue a job. The checkpoint and dataset must exist now (404 otherwise), not fail later.
+
+    With an `Idempotency-Key`, a repeat of the same body answers 200 with the original job; the same key
+    with a different body is a 422 (see prunebench/idempotency.py).
+    """
+    require_allowed_callback(request.callback_url, settings)  # 422 before anything is claimed or stored
+    if idempotency_key is None:
+        return _submit(request, response, store, checkpoints, catalog, owner)
+    if not valid_key(idempotency_key):
+        raise Problem(422, "Idempotency-Key must be 1-200 visible ASCII characters", kind="validation")
+    idem = IdempotencyStore(store.redis, settings.redis_prefix, settings.idempotency_ttl_s)
+    try:
+        claim = idem.claim(owner, idempotency_key, body_fingerprint(request.model_dump(mode="json")), new_job_id())
+    except IdempotencyMismatch as exc:
+        raise Problem(
+            422, "this Idempotency-Key was used with a different request body", kind="idempotency-key-reused"
+        ) from exc
+    except IdempotencyInProgress as exc:
+        raise Problem(
+            409, "a request with this Idempotency-Key is in progress; retry", kind="idempotency-in-progress"
+        ) from exc
+    if claim.replay:
+        return _replay(store, idem, owner, idempotency_key, claim.job_id, response)
+    try:
+        return _submit(request, response, store, checkpoints, catalog, owner, job_id=claim.job_id)
+    except BaseException:
+        # Nothing was created: free the key so the client can fix the request and retry under it.
+        idem.release(owner, idempotency_key, claim.job_id)
+        raise
+
+
+def _submit(
+    request: JobRequest,
+    response: Response,
+    store: JobStore,
+    checkpoints: CheckpointStore,
+    catalog: dict[str, DatasetSpec],
+    owner: str,
+    job_id: str | None = None,
+) -> JobResource:
+    info, _ = resolve_visible(checkpoints, request.checkpoint, owner)
+    spec = catalog.get(request.dataset)
+    if spec is None:
+        raise Problem(404, f"unknown dataset {request.dataset!r}", kind="unknown-dataset")
+    try:
+        dataset_info(spec)
+    except CatalogError as exc:
+        raise Problem(422, str(exc), kind="dataset-unusable") from exc
+    # Pin the checkpoint's id: a mounted file replaced before the job runs must not silently change it.
+    job = store.create(request, owner, checkpoint_id=info.id, job_id=job_id)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job
+
+
+@router.get("")
+def list_jobs(
+    store: JobStoreDep,
+    principal: PrincipalDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Newest first, with the total count of matching jobs for paging."""
+    owner = None if principal == "admin" else principal
+    jobs, total = store.list(status=status, owner=owner, limit=limit, offset=offset)
+    return {
+        "items": [j.model_dump(mode="json") for j in jobs],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/{job_id}", response_model=JobResource)
+def get_job(job_id: str, store: JobStoreDep, principal: PrincipalDep) -> JobResource:
+    return _job(store, job_id, principal)
+
+
+@router.get("/{job_id}/result", response_model=JobResult)
+def get_result(job_id: str, store: JobStoreDep, principal: PrincipalDep) -> JobResult:
+    job = _job(store, job_id, principal)
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        raise Problem(409, f"job {job_id} is {job.status.value}; no result yet", kind="job-not-finished")
+    if job.status == JobStatus.FAILED:
+        raise Problem(422, job.error or "the job failed", kind="job-failed", title="Job failed")
+    if job.status == JobStatus.CANCELED:
+        raise Problem(410, f"job {job_id} was canceled; it has no result", kind="job-canceled")
+    result = store.get_result(job_id)
+    if result is None:
+        # Succeeded without a result cannot happen through our transitions; say so rather than 500.
+        raise Problem(404, f"the result of job {job_id} is missing from the store", kind="result-missing")
+    return result
+
+
+@router.get("/{job_id}/runs/{k}/model", response_class=FileResponse)
+def get_run_model(
+    job_id: str, k: int, store: JobStoreDep, settings: SettingsDep, principal: PrincipalDep
+) -> FileResponse:
+    """The saved pruned model of run `k` (only when the job was submitted with save_models)."""
+    job = _job(store, job_id, principal)
+    path = settings.artifacts_dir / job.id / f"run-{k}.pt"
+    if k < 0 or not path.is_file():
+        raise Problem(404, f"job {job_id} has no saved model for run {k}", kind="no-artifact")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{job.id}-run{k}.pt")
+
+
+def _stop_running(store: JobStore, job_id: str) -> None:
+    """Ask the worker running `job_id` to kill its work-horse (rq's stop-job command, via pub/sub)."""
+    try:
+        send_stop_job_command(store.redis, job_id, serializer=JSONSerializer)
+    except (InvalidJobOperation, NoSuchJobError) as exc:
+        # Between dequeue and start, or already ended: the engine's should_stop() check covers it.
+        log.info("job %s: stop command not sent: %s", job_id, exc)
+
+
+def _drop_from_queue(store: JobStore, job_id: str) -> None:
+    try:
+        Job.fetch(job_id, connection=store.redis, serializer=JSONSerializer).cancel()
+    except (InvalidJobOperation, NoSuchJobError) as exc:
+        # Already dequeued: run_job reads our record first and returns at once for a canceled job.
+        log.info("job %s: not removed from the rq queue: %s", job_id, exc)
+
+
+@router.delete(
+    "/{job_id}", response_model=JobResource, responses={200: {"model": JobResource}, 202: {"model": JobResource}}
+)
+def cancel_job(job_id: str, response: Response, store: JobStoreDep, principal: PrincipalDep) -> JobResource:
+    """Cancel: a queued job is canceled at once (200); a running one is told to stop (202).
+
+    Either way the record is `canceled` when this returns; a finished job is 409.
+    """
+    _job(store, job_id, principal)
+    try:
+        job, before = store.cancel(job_id)
+    except TransitionRefused as exc:
+        status = exc.current.value if exc.current else "gone"
+        raise Problem(409, f"job {job_id} is already {status}", kind="job-finished") from exc
+    if before == JobStatus.RUNNING:
+        _stop_running(store, job_id)
+        response.status_code = 202
+    else:
+        _drop_from_queue(store, job_id)
+        response.status_code = 200
+    return job
+
+
+@router.post("/{job_id}/retry", status_code=202, response_model=JobResource)
+def retry(job_id: str, response: Response, store: JobStoreDep, principal: PrincipalDep) -> JobResource:
+    """Run a failed or canceled job again: back to `queued`, its attempt history kept (202).
+
+    409 while it is queued or running, or once it succeeded; 404 when it is not the caller's.
+    """
+    _job(store, job_id, principal)
+    try:
+        job = retry_job(store, job_id)
+    except JobNotFound as exc:
+        raise Problem(404, f"no job {job_id!r}", kind="unknown-job") from exc
+    except TransitionRefused as exc:
+        status = exc.current.value if exc.current else "gone"
+        raise Problem(
+            409, f"job {job_id} is {status}; only failed or canceled jobs can be retried", kind="job-not-retryable"
+        ) from exc
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job

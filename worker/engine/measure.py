@@ -1,0 +1,116 @@
+"""Model statistics reported per run: parameter counts, sparsity, per-layer zeros, GFLOPs, size on disk.
+
+Conventions (chosen to match what upstream YOLOv5 prints):
+
+* ``global_sparsity`` is zeros over *all* parameters (weights, biases, BN affine), like upstream's
+  ``torch_utils.sparsity``; buffers (BN running stats, anchors) are not parameters and are not counted.
+* ``conv_sparsity`` and ``layer_report`` look at Conv2d *weights* only: that is what the methods prune.
+* ``gflops`` is 2 x multiply-accumulates of one forward pass at ``img_size`` x ``img_size`` (batch 1),
+  counted by ``torch.utils.flop_counter`` (convolutions and matmuls; element-wise ops are free), which is
+  how upstream's model summary reports GFLOPs (4.5 for a fused YOLOv5n at 640).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from prunebench.contract import LayerReport
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(number of parameters, number of non-zero parameters)."""
+    total = nonzero = 0
+    for p in model.parameters():
+        total += p.numel()
+        nonzero += int(torch.count_nonzero(p.detach()))
+    return total, nonzero
+
+
+def global_sparsity(model: nn.Module) -> float:
+    """Fraction of zeros over all parameters (upstream ``torch_utils.sparsity``)."""
+    total, nonzero = count_params(model)
+    return (total - nonzero) / total if total else 0.0
+
+
+def _convs(model: nn.Module) -> dict[str, nn.Conv2d]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def conv_sparsity(model: nn.Module, layer_names: Iterable[str]) -> float:
+    """Fraction of zeros over the weights of the named Conv2d layers (the achieved pruning sparsity)."""
+    convs = _convs(model)
+    missing = [n for n in layer_names if n not in convs]
+    if missing:
+        raise KeyError(f"not Conv2d layers of this model: {', '.join(missing[:5])}")
+    zeros = total = 0
+    for name in layer_names:
+        weight = convs[name].weight.detach()
+        total += weight.numel()
+        zeros += weight.numel() - int(torch.count_nonzero(weight))
+    return zeros / total if total else 0.0
+
+
+def layer_report(model: nn.Module, pruned: set[str] | Iterable[str]) -> list[LayerReport]:
+    """One row per Conv2d (weights only): shape, parameter count, zeros, sparsity, whether it was pruned."""
+    pruned_set = set(pruned)
+    rows: list[LayerReport] = []
+    for name, conv in _convs(model).items():
+        weight = conv.weight.detach()
+        numel = weight.numel()
+        zeros = numel - int(torch.count_nonzero(weight))
+        rows.append(
+            LayerReport(
+                name=name,
+                shape=list(weight.shape),
+                params=numel,
+                zeros=zeros,
+                sparsity=zeros / numel if numel else 0.0,
+                pruned=name in pruned_set,
+            )
+        )
+    return rows
+
+
+def _input_channels(model: nn.Module) -> int:
+    cfg = getattr(model, "yaml", None)
+    if isinstance(cfg, dict) and "ch" in cfg:
+        return int(cfg["ch"])
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else 3
+
+
+def count_flops(model: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs (2 x MACs) of one forward pass on ``example``."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(example)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def gflops(model: nn.Module, img_size: int = 640) -> float:
+    """GFLOPs of one image at ``img_size`` x ``img_size`` on the model's device and dtype."""
+    param = next(model.parameters())
+    example = torch.zeros(1, _input_channels(model), img_size, img_size, device=param.device, dtype=param.dtype)
+    return count_flops(model, example) / 1e9
+
+
+def size_on_disk(target: str | os.PathLike[str] | nn.Module, **save_kwargs: Any) -> int:
+    """Bytes of a file, or of ``model`` saved as a prunebench artifact (``save_kwargs`` go to save_model)."""
+    if not isinstance(target, nn.Module):
+        return Path(target).stat().st_size
+    from prunebench.worker.engine.artifacts import save_model  # lazy: artifacts imports nothing from here
+
+    with tempfile.TemporaryDirectory(prefix="prunebench-size-") as scratch:
+        return save_model(target, path=Path(scratch) / "model.pt", **save_kwargs)

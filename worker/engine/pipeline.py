@@ -1,0 +1,381 @@
+"""The engine: one job = load a checkpoint, decode the dataset once, then prune/measure/evaluate/score
+each sparsity point of the sweep. Knows nothing about Redis or HTTP; talks to the outside through a
+``Reporter`` (progress, cancellation) and returns a ``JobResult``.
+
+Upstream parity flow (what the reference numbers were produced with): the model is loaded as float32,
+Conv+BN are fused, and only then pruned. Every sparsity point starts from a fresh copy of that fused
+dense model, so points never compound.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunebench.checkpoints.inspect import inspect_checkpoint
+from prunebench.contract import (
+    CheckpointInfo,
+    JobRequest,
+    JobResult,
+    Metrics,
+    Progress,
+    RunDeltas,
+    RunResult,
+    SpeedMs,
+)
+from prunebench.datasets.catalog import CatalogError, DatasetSpec
+from prunebench.worker.engine import artifacts, measure, pruning
+from prunebench.worker.engine.checkpoints import LoadedModel, load_model
+from prunebench.worker.engine.data import DecodedDataset, decode_dataset, grid_stride
+from prunebench.worker.engine.device import environment, resolve_device, use_half
+from prunebench.worker.engine.evaluate import EVAL_SHARE, EvalConfig, EvalOutput, evaluate
+from prunebench.worker.engine.reporting import JobCanceled, NullReporter, Reporter
+from prunebench.worker.engine.scoring import coco_ground_truth, score
+
+
+class PipelineError(ValueError):
+    """The job cannot run as asked (e.g. the model's classes do not fit the dataset); the message says why."""
+
+
+@dataclass
+class _Job:
+    """What stays fixed across the sweep of one job."""
+
+    request: JobRequest
+    reporter: Reporter
+    loaded: LoadedModel
+    dense: nn.Module  # fused float32 CPU model; never evaluated or pruned itself, only copied
+    decoded: DecodedDataset
+    class_map: list[int]
+    gt: Any  # pycocotools COCO
+    device: torch.device
+    half: bool
+    points: list[float]
+    artifacts_dir: Path | None
+
+
+@dataclass
+class _Measured:
+    sparsity: float
+    global_sparsity: float
+    params: int
+    nonzero: int
+    gflops: float
+    layers: list[Any]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Progress
+
+
+GFLOPS_IMG_SIZE = 640
+
+# Share of one run's progress reached when scoring starts; pruning and saving start the run at 0.
+STAGE_SHARE = {"scoring": EVAL_SHARE}
+
+
+def _progress(job: _Job | None, stage: str, run_index: int = 0, runs_total: int = 0, **extra: Any) -> Progress:
+    sparsity = job.points[run_index] if job is not None and run_index < len(job.points) else None
+    within_run = STAGE_SHARE.get(stage, 0.0)
+    percent = 100.0 * (run_index + within_run) / runs_total if runs_total else 0.0
+    fields: dict[str, Any] = {"percent": percent, "sparsity": sparsity}
+    fields.update(extra)
+    return Progress(stage=stage, run_index=run_index, runs_total=runs_total, **fields)
+
+
+def _check_stop(reporter: Reporter) -> None:
+    if reporter.should_stop():
+        raise JobCanceled()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Setup
+
+
+def _class_map(dataset: DatasetSpec, loaded: LoadedModel) -> list[int]:
+    try:
+        class_map = dataset.class_to_category(loaded.nc)
+    except CatalogError as exc:
+        raise PipelineError(f"checkpoint does not fit dataset {dataset.name!r}: {exc}") from None
+    if not any(c >= 0 for c in class_map):
+        raise PipelineError(f"no model class maps to a category of dataset {dataset.name!r}")
+    return class_map
+
+
+def _decode(request: JobRequest, dataset: DatasetSpec, reporter: Reporter, runs_total: int) -> DecodedDataset:
+    def on_progress(done: int, total: int) -> None:
+        # Decoding is per image; report roughly every 2% to keep the reporter cheap.
+        if done == total or done % max(1, total // 50) == 0:
+            reporter.progress(
+                _progress(None, "decoding", 0, runs_total, images_done=done, images_total=total, message=dataset.name)
+            )
+
+    return decode_dataset(dataset, request.img_size, request.max_images, on_progress=on_progress)
+
+
+def _setup(
+    request: JobRequest, checkpoint_path: Path, dataset: DatasetSpec, reporter: Reporter, artifacts_dir: Path | None
+) -> _Job:
+    points = request.sweep()
+    reporter.progress(_progress(None, "loading", 0, len(points)))
+    loaded = load_model(checkpoint_path)
+    class_map = _class_map(dataset, loaded)
+    device = resolve_device(request.device)
+    dense = loaded.model.float().eval().fuse()  # fuse first, then prune: upstream's parity flow
+    _check_stop(reporter)
+    decoded = _decode(request, dataset, reporter, len(points))
+    return _Job(
+        request=request,
+        reporter=reporter,
+        loaded=loaded,
+        dense=dense,
+        decoded=decoded,
+        class_map=class_map,
+        gt=coco_ground_truth(dataset.instances),
+        device=device,
+        half=use_half(request.half, device),
+        points=points,
+        artifacts_dir=artifacts_dir,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One sweep point
+
+
+def _prune(job: _Job, sparsity: float) -> tuple[nn.Module, list[str], float]:
+    """A fresh copy of the dense model, pruned; with the pruned layer names and the achieved sparsity."""
+    model = copy.deepcopy(job.dense)
+    if sparsity == 0.0 and job.request.method == "l1_unstructured":
+        # The dense baseline: nothing to prune. Its sparsity is whatever zeros the checkpoint already has.
+        layers = pruning.prunable_layers(model, list(job.request.exclude))
+        return model, [], measure.conv_sparsity(model, layers)
+    outcome = pruning.apply_pruning(model, job.request.method, sparsity, list(job.request.exclude))
+    return outcome.model, list(outcome.pruned_layers), float(outcome.achieved)
+
+
+def _measure(model: nn.Module, pruned: list[str], achieved: float) -> _Measured:
+    params, nonzero = measure.count_params(model)
+    return _Measured(
+        sparsity=achieved,
+        global_sparsity=measure.global_sparsity(model),
+        params=params,
+        nonzero=nonzero,
+        # At 640x640 whatever the job's img_size: the convention of upstream's summary and published tables.
+        gflops=measure.gflops(model, GFLOPS_IMG_SIZE),
+        layers=measure.layer_report(model, set(pruned)),
+    )
+
+
+def _model_size(job: _Job, model: nn.Module, run_index: int) -> tuple[int, str | None]:
+    """Bytes of the saved model; kept as an artifact when asked, else written to a scratch file."""
+    meta = {"sparsity": job.points[run_index], "method": job.request.method, "exclude": list(job.request.exclude)}
+    if job.request.save_models and job.artifacts_dir is not None:
+        job.reporter.progress(_progress(job, "saving", run_index, len(job.points)))
+        relative = f"runs/{run_index}/model"
+        path = job.artifacts_dir / f"run-{run_index}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return artifacts.save_model(model, job.loaded, path, meta=meta), relative
+    with tempfile.TemporaryDirectory(prefix="prunebench-size-") as scratch:
+        return artifacts.save_model(model, job.loaded, Path(scratch) / "model.pt", meta=meta), None
+
+
+def _to_device(model: nn.Module, job: _Job) -> nn.Module:
+    model = model.to(job.device).eval()
+    if job.half:
+        model = model.half()
+    if job.device.type == "cuda":
+        # One warm-up pass (as upstream val.py does) so CUDA/cuDNN setup is not billed to batch one.
+        size = job.request.img_size
+        dtype = torch.float16 if job.half else torch.float32
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=job.device, dtype=dtype))
+    return model
+
+
+def _speed(out: EvalOutput) -> SpeedMs:
+    per_image = 1000.0 / max(out.images, 1)
+    t = out.times
+    return SpeedMs(
+        preprocess=t.preprocess * per_image,
+        inference=t.inference * per_image,
+        nms=t.nms * per_image,
+        total=t.total * per_image,
+    )
+
+
+def _evaluate(job: _Job, model: nn.Module, run_index: int) -> EvalOutput:
+    config = EvalConfig(
+        batch_size=job.request.batch_size,
+        conf_thres=job.request.conf_thres,
+        iou_thres=job.request.iou_thres,
+        max_det=job.request.max_det,
+        half=job.half,
+        stride=grid_stride(max(job.loaded.stride)),
+    )
+    base = _progress(job, "evaluating", run_index, len(job.points))
+    return evaluate(model, job.decoded, config, job.device, job.reporter, base)
+
+
+def _run_point(job: _Job, run_index: int) -> RunResult:
+    started = time.perf_counter()
+    sparsity = job.points[run_index]
+    job.reporter.progress(_progress(job, "pruning", run_index, len(job.points)))
+    model, pruned, achieved = _prune(job, sparsity)
+    measured = _measure(model, pruned, achieved)
+    size_bytes, artifact = _model_size(job, model, run_index)
+    _check_stop(job.reporter)
+
+    model = _to_device(model, job)
+    out = _evaluate(job, model, run_index)
+    del model
+    if job.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    job.reporter.progress(_progress(job, "scoring", run_index, len(job.points)))
+    metrics: Metrics = score(out.detections, job.decoded.images, job.gt, job.class_map)
+    speed = _speed(out)
+    return RunResult(
+        sparsity_target=sparsity,
+        sparsity=measured.sparsity,
+        global_sparsity=measured.global_sparsity,
+        params=measured.params,
+        nonzero_params=measured.nonzero,
+        gflops=measured.gflops,
+        size_bytes=size_bytes,
+        metrics=metrics,
+        speed_ms_per_image=speed,
+        images_per_second=out.images / out.times.total if out.times.total > 0 else 0.0,
+        images=out.images,
+        instances=job.decoded.instances,
+        seconds=time.perf_counter() - started,
+        batch_size_used=out.batch_size_used,
+        oom_backoffs=out.oom_backoffs,
+        layers=measured.layers,
+        model_artifact=artifact,
+    )
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float:
+    if not numerator or not denominator:
+        return 1.0 if numerator == denominator else 0.0
+    return float(numerator) / float(denominator)
+
+
+def deltas(run: RunResult, dense: RunResult) -> RunDeltas:
+    """``run`` against the job's dense baseline (ratios > 1 for speed mean faster)."""
+    return RunDeltas(
+        map=run.metrics.map - dense.metrics.map,
+        map50=run.metrics.map50 - dense.metrics.map50,
+        speed_ratio=_ratio(dense.speed_ms_per_image.total, run.speed_ms_per_image.total),
+        size_ratio=_ratio(run.size_bytes, dense.size_bytes),
+        params_ratio=_ratio(run.nonzero_params, dense.nonzero_params),
+        gflops_ratio=_ratio(run.gflops, dense.gflops),
+    )
+
+
+def _settings(job: _Job) -> dict[str, Any]:
+    settings = job.request.eval_settings().model_dump()
+    settings.update(
+        device=str(job.device),
+        half=job.half,
+        method=job.request.method,
+        exclude=list(job.request.exclude),
+        sparsities=list(job.points),
+        include_dense=job.request.include_dense,
+    )
+    return settings
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def run_pipeline(
+    request: JobRequest,
+    job_id: str,
+    checkpoint_info: CheckpointInfo,
+    checkpoint_path: Path,
+    dataset: DatasetSpec,
+    reporter: Reporter,
+    artifacts_dir: Path | None = None,
+    *,
+    worker: str | None = None,
+) -> JobResult:
+    """Run every sparsity point of ``request``; raises JobCanceled when the reporter says stop.
+
+    Saved models (``request.save_models``) go to ``artifacts_dir/run-{k}.pt``; ``worker`` names this
+    worker in the result's environment (default host:pid).
+    """
+    job = _setup(request, Path(checkpoint_path), dataset, reporter, artifacts_dir)
+    runs: list[RunResult] = []
+    for k in range(len(job.points)):
+        _check_stop(reporter)
+        runs.append(_run_point(job, k))
+
+    # The baseline is the job's own dense point (present whenever include_dense or 0.0 was asked).
+    dense = next((r for r in runs if r.sparsity_target == 0.0), None)
+    if dense is not None:
+        for run in runs:
+            run.deltas = deltas(run, dense)
+
+    reporter.progress(_progress(job, "done", len(job.points), len(job.points), percent=100.0))
+    return JobResult(
+        job_id=job_id,
+        checkpoint=checkpoint_info,
+        dataset=dataset.info(),
+        settings=_settings(job),
+        environment=environment(job.device, worker),
+        runs=runs,
+        created_at=datetime.now(UTC),
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def local_checkpoint_info(path: Path) -> CheckpointInfo:
+    """CheckpointInfo for a file on disk, as the service would describe an upload."""
+    path = Path(path)
+    meta = inspect_checkpoint(path)
+    return CheckpointInfo(
+        id=file_sha256(path),
+        name=path.name,
+        size_bytes=path.stat().st_size,
+        format=meta.format,
+        num_classes=meta.num_classes,
+        class_names=meta.class_names,
+        source="upload",
+        arch=meta.arch,
+        stride=meta.stride,
+    )
+
+
+def run_local(
+    request: JobRequest,
+    checkpoint_path: Path,
+    dataset_spec: DatasetSpec,
+    reporter: Reporter | None = None,
+    artifacts_dir: Path | None = None,
+) -> JobResult:
+    """Run a job in this process, without the service (CLI, benchmarks, tests)."""
+    info = local_checkpoint_info(checkpoint_path)
+    job_id = f"local-{uuid.uuid4().hex[:12]}"
+    return run_pipeline(
+        request, job_id, info, Path(checkpoint_path), dataset_spec, reporter or NullReporter(), artifacts_dir
+    )

@@ -1,0 +1,190 @@
+"""The rq entry point: `prunebench.worker.entry.run_job(job_id)`, run inside rq's work-horse.
+
+Thin on purpose: it turns our job record into a pipeline call and the pipeline's outcome into a
+status. Only a dying work-horse (killed, OOM-killed) escapes as a failure rq may retry; every error
+the engine raises is deterministic (bad checkpoint, bad dataset, a bug) and is recorded as `failed`
+here, without a retry that would fail the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from rq import get_current_job
+
+from prunebench.checkpoints.store import CheckpointStore, UnknownCheckpoint
+from prunebench.config import Settings, get_settings
+from prunebench.contract import JobResult, JobStatus, Progress
+from prunebench.datasets.catalog import UnknownDataset, load_catalog, resolve_dataset
+from prunebench.infra.logging_setup import tagged_with_job
+from prunebench.jobs.metrics import StageClock
+from prunebench.jobs.result_cache import ResultCache, cache_key, cacheable
+from prunebench.jobs.store import JobNotFound, JobStore, TransitionRefused, connect
+from prunebench.worker.engine.reporting import JobCanceled
+
+log = logging.getLogger("prunebench.worker")
+
+PROGRESS_INTERVAL_S = 0.5
+"""At most this often a progress write; stage changes are always written."""
+STOP_CHECK_INTERVAL_S = 0.5
+"""At most this often a status read for should_stop(): cancel latency vs Redis load."""
+
+
+class CheckpointChanged(RuntimeError):
+    """The named checkpoint's bytes differ from those the job was submitted against."""
+
+
+class RedisReporter:
+    """The engine's Reporter for a queued job: progress into the job record, cancel from its status."""
+
+    def __init__(self, store: JobStore, job_id: str, worker: str | None = None) -> None:
+        self.store = store
+        self.job_id = job_id
+        # This attempt's worker. If the record names another one, this worker was declared dead (a
+        # SIGKILLed parent leaves its horse running) and the job was requeued: this horse is an orphan
+        # and must stop rather than write progress or a result over the new attempt.
+        self.worker = worker
+        self._last_write = 0.0
+        self._last_stage: str | None = None
+        self._last_check = 0.0
+        self._canceled = False
+
+    def progress(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if progress.stage == self._last_stage and now - self._last_write < PROGRESS_INTERVAL_S:
+            return
+        self._last_write, self._last_stage = now, progress.stage
+        if self.worker is not None and self._orphaned():
+            self._canceled = True
+            return
+        if not self.store.update_progress(self.job_id, progress) and self.store.status(self.job_id) in (
+            JobStatus.CANCELED,
+            None,
+        ):
+            self._canceled = True
+
+    def _orphaned(self) -> bool:
+        """The record no longer says `running on this worker` (requeued, failed, or run elsewhere)."""
+        status, worker = self.store.redis.hmget(self.store.job_key(self.job_id), ["status", "worker"])
+        return status is None or status.decode() != JobStatus.RUNNING.value or (worker or b"").decode() != self.worker
+
+    def should_stop(self) -> bool:
+        if self._canceled:
+            return True
+        now = time.monotonic()
+        if now - self._last_check >= STOP_CHECK_INTERVAL_S:
+            self._last_check = now
+            self._canceled = self.store.status(self.job_id) in (JobStatus.CANCELED, None) or (
+                self.worker is not None and self._orphaned()
+            )
+        return self._canceled
+
+
+def worker_label() -> str:
+    """The name recorded on attempts: rq's worker name when rq runs us, else host:pid."""
+    job = get_current_job()
+    if job is not None and job.worker_name:
+        return str(job.worker_name)
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def one_line(exc: BaseException) -> str:
+    """`ExceptionClass: message` on one line, for the job record and the API."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _publish_artifacts(job_id: str, result: JobResult) -> None:
+    """Point saved models at their download URL (the pipeline wrote them as artifacts_dir/run-{k}.pt)."""
+    for k, run in enumerate(result.runs):
+        if run.model_artifact:
+            run.model_artifact = f"/v1/jobs/{job_id}/runs/{k}/model"
+
+
+def _cached_result(store: JobStore, cache: ResultCache, key: str, job_id: str) -> JobResult | None:
+    """The stored result of an identical earlier job, re-issued under this job's id."""
+    source = cache.lookup(key)
+    earlier = store.get_result(source) if source else None
+    if earlier is None:
+        return None
+    return earlier.model_copy(update={"job_id": job_id, "cached": True, "cache_key": key})
+
+
+@tagged_with_job
+def run_job(job_id: str, settings: Settings | None = None) -> str:
+    """Run one job to a terminal status; returns that status (rq stores it as the rq job's result)."""
+    settings = settings or get_settings()
+    store = JobStore(connect(settings), settings)
+    try:
+        job = store.get(job_id)
+    except JobNotFound:
+        log.warning("job %s: no record (deleted?); nothing to do", job_id)
+        return "missing"
+    if job.status.is_terminal:
+        # Canceled while queued (or a stale retry of a finished job): nothing to run.
+        return job.status.value
+    try:
+        job = store.mark_running(job_id, worker_label())
+    except TransitionRefused as exc:
+        return exc.current.value if exc.current else "missing"
+    log.info("job %s: attempt %d on %s", job_id, len(job.attempts), job.worker)
+    # Per-stage seconds for /metrics (prunebench.jobs.metrics), written as each stage ends.
+    reporter = StageClock(RedisReporter(store, job_id, job.worker), store.redis, settings.redis_prefix)
+
+    try:
+        # Imported here, not at module level: the engine pulls in torch, and only the work-horse should.
+        from prunebench.worker.engine.pipeline import run_pipeline
+
+        checkpoints = CheckpointStore(settings)
+        pinned = store.checkpoint_id(job_id)
+        # Among uploads sharing a name (several owners may use `det.pt`), take the one submitted.
+        same = (lambda candidate: candidate.id == pinned) if pinned else None
+        info, path = checkpoints.resolve(job.request.checkpoint, same)
+        if pinned and info.id != pinned:
+            # A mounted file replaced after submission: run what was asked for, or nothing.
+            raise CheckpointChanged(f"{job.request.checkpoint!r} changed since the job was submitted")
+        dataset = resolve_dataset(
+            load_catalog(settings.datasets, include_builtin=settings.builtin_assets), job.request.dataset
+        )
+        cache = ResultCache(store.redis, settings.redis_prefix)
+        key = cache_key(job.request, info.id, dataset)
+        cached = _cached_result(store, cache, key, job_id) if cacheable(job.request) else None
+        if cached is not None:
+            store.finish_succeeded(job_id, cached)
+            log.info("job %s: succeeded from the cache", job_id)
+            return JobStatus.SUCCEEDED.value
+        artifacts = Path(settings.artifacts_dir) / job_id
+        result = run_pipeline(job.request, job_id, info, path, dataset, reporter, artifacts)
+        result.cache_key = key
+        _publish_artifacts(job_id, result)
+        store.finish_succeeded(job_id, result)
+        if not job.request.save_models:
+            cache.remember(key, job_id)
+        log.info("job %s: succeeded", job_id)
+        return JobStatus.SUCCEEDED.value
+    except JobCanceled:
+        log.info("job %s: stopped, canceled", job_id)
+        return JobStatus.CANCELED.value
+    except TransitionRefused as exc:
+        # Finished, but canceled meanwhile: the cancel wins and the result is dropped.
+        log.info("job %s: finished after it was canceled; result dropped", job_id)
+        return exc.current.value if exc.current else "missing"
+    except (UnknownCheckpoint, UnknownDataset) as exc:
+        return _fail(store, job_id, f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}")
+    except Exception as exc:
+        log.exception("job %s: failed", job_id)
+        return _fail(store, job_id, one_line(exc))
+    finally:
+        reporter.close()
+
+
+def _fail(store: JobStore, job_id: str, error: str) -> str:
+    try:
+        store.finish_failed(job_id, error, from_statuses=[JobStatus.RUNNING])
+    except TransitionRefused as exc:
+        return exc.current.value if exc.current else "missing"
+    return JobStatus.FAILED.value

@@ -1,0 +1,119 @@
+"""`prunebench worker [--device N] [--burst]`: one rq worker bound to one GPU.
+
+Process model (the choice this module makes, and why):
+
+- CUDA_VISIBLE_DEVICES is set to N first thing, so the engine inside sees exactly one device
+  (`cuda:0`) and several workers on one host never share a GPU by accident.
+- rq's default forking Worker. The parent never imports torch: the entry point is named by a path
+  string and `prunebench.worker.entry` imports the engine lazily, inside the work-horse. So CUDA is
+  never initialised before the fork (forking a CUDA-initialised process is undefined behaviour), each
+  job gets a fresh process whose GPU memory is returned on exit, and a leak or a crash dies with it.
+  The cost is importing torch once per job (a second or two; jobs take minutes). rq's SpawnWorker
+  would give the same isolation with a fresh interpreter; the fork keeps rq's stop-job path
+  (send_stop_job_command -> the parent SIGKILLs the horse) and its timeouts simple and well-trodden.
+- Cancel: the API marks the job canceled (the engine sees it at the next batch via should_stop() and
+  stops cleanly) and sends rq's stop-job command, which kills the horse if it does not stop by itself.
+  Either way nothing is half-written: a result is stored in one MULTI with the `succeeded` status,
+  and only while the status is still `running`.
+- SIGTERM / SIGINT: rq's warm shutdown (finish the current job, then exit); a second signal is cold.
+- A horse that dies (SIGKILL, OOM killer) is retried by rq up to PRUNEBENCH_JOB_RETRIES times; the
+  killed-horse handler below puts our record back to `queued`, or `failed` when no retry is left.
+- A whole worker that dies (SIGKILL of the parent, lost host) stops heart-beating. Every worker
+  parent runs a reaper thread (prunebench/requeue.py) that requeues a running job whose worker has
+  been silent for PRUNEBENCH_ABANDONED_AFTER_S (attempt outcome `abandoned`), within
+  PRUNEBENCH_JOB_RETRIES; rq's own clean-up would take minutes. A busy worker heart-beats every
+  PRUNEBENCH_HEARTBEAT_S (rq's job_monitoring_interval).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
+
+from prunebench.config import Settings, get_settings
+from prunebench.contract import JobStatus
+from prunebench.infra.logging_setup import configure_logging
+from prunebench.jobs.requeue import Reaper
+from prunebench.jobs.store import JobNotFound, JobStore, TransitionRefused, connect
+
+log = logging.getLogger("prunebench.worker")
+
+MAINTENANCE_INTERVAL_S = 60
+"""rq's clean-up of registries (expired entries); rq's default is 10 minutes. Dead workers are the reaper's."""
+
+
+def default_worker_name(device: str | None) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{device if device is not None else 'any'}"
+
+
+def _crash_handler(store: JobStore) -> Any:
+    """rq calls this in the parent when a horse died without finishing (not for stop-job kills)."""
+
+    def handle(job: Any, retpid: int, ret_val: int, rusage: Any) -> None:
+        signal_note = f" (signal {os.WTERMSIG(ret_val)})" if ret_val and os.WIFSIGNALED(ret_val) else ""
+        reason = f"WorkerCrashed: the work-horse process died{signal_note}"
+        try:
+            if job.should_retry:
+                store.requeue_after_crash(job.id, reason)
+            else:
+                store.finish_failed(job.id, reason, from_statuses=[JobStatus.RUNNING])
+        except (TransitionRefused, JobNotFound):
+            pass  # canceled meanwhile, or not ours: nothing to record
+
+    return handle
+
+
+def build_worker(settings: Settings, device: str | None = None, name: str | None = None) -> Worker:
+    connection = connect(settings)
+    store = JobStore(connection, settings)
+    queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
+    return Worker(
+        [queue],
+        name=name or settings.worker_name or default_worker_name(device),
+        connection=connection,
+        serializer=JSONSerializer,
+        maintenance_interval=MAINTENANCE_INTERVAL_S,
+        job_monitoring_interval=settings.heartbeat_s,
+        work_horse_killed_handler=_crash_handler(store),
+    )
+
+
+def run_worker(device: str | None = None, burst: bool = False) -> int:
+    if device is not None:
+        # Before anything can touch CUDA: the horse (and torch in it) inherits this environment.
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    settings = get_settings()
+    configure_logging(settings)  # JSON lines on stderr; the forked horses inherit it
+    worker = build_worker(settings, device)
+    log.info("worker %s on queue %s (device %s)", worker.name, settings.queue_name, device or "auto")
+    # Own connection: the reaper thread shares nothing with the worker loop or the forked horses.
+    reaper = Reaper(JobStore(connect(settings), settings), settings.abandoned_after_s, settings.reaper_interval_s)
+    reaper.start()
+    try:
+        worker.work(burst=burst, logging_level=settings.log_level)
+    finally:
+        reaper.stop()
+    return 0
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="GPU index this worker owns (sets CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prunebench worker")
+    add_worker_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_worker(args.device, args.burst)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
