@@ -1,4 +1,4 @@
-"""The `prunebench` client commands, run as subprocesses against the session stack (tests/conftest.py)."""
+"""The `prunebench` client commands, run as subprocesses against the session stack (tests/support/stack.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 
 from prunebench.client.http import ClientError, JobNotFinished, PrunebenchClient
 from prunebench.infra.redis_server import free_port
-from tests.conftest import DEMO_DIR, ROOT, Service
+from tests.support.paths import DEMO_DIR, ROOT
+from tests.support.stack import Service
 
 pytestmark = pytest.mark.slow
 

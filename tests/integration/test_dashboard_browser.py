@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Service
+from tests.support.paths import ROOT
+from tests.support.stack import Service
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -21,7 +21,8 @@ import pytest
 
 from prunebench.contract import JobResult
 from prunebench.infra.redis_server import EmbeddedRedis, find_redis_binary
-from tests.conftest import DEMO_DIR, SMALL_JOB, TERMINAL, Service, children_of
+from tests.support.paths import DEMO_DIR, SMALL_JOB
+from tests.support.stack import TERMINAL, Service, children_of
 
 pytestmark = [
     pytest.mark.slow,

@@ -15,7 +15,8 @@ from types import ModuleType
 import pytest
 import redis
 
-from tests.conftest import ROOT, Service
+from tests.support.paths import ROOT
+from tests.support.stack import Service
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""/metrics, structured logs, CORS and webhooks against the real stack (tests/conftest.py `service`).
+"""/metrics, structured logs, CORS and webhooks against the real stack (the `service` fixture, tests/support/stack.py).
 
 The session stack is started with CORS origins, a callback allow-list (127.0.0.1), a webhook secret
 and a short webhook back-off (see conftest); the receiver is a real http.server on 127.0.0.1.
@@ -24,8 +24,9 @@ from prunebench.contract import JobRequest
 from prunebench.infra.redis_server import free_port
 from prunebench.jobs.store import JobStore, connect
 from prunebench.service.webhooks import SIGNATURE_HEADER, verify
-from tests.conftest import ROOT, SMALL_JOB, Service, drop_prefix, unique_prefix
-from tests.webhook_receiver import webhook_receiver
+from tests.support.paths import ROOT, SMALL_JOB
+from tests.support.stack import Service, drop_prefix, unique_prefix
+from tests.support.webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SMALL_JOB, Service
+from tests.support.paths import SMALL_JOB
+from tests.support.stack import Service
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from tests.conftest import Service
+from tests.support.stack import Service
 
 pytestmark = pytest.mark.slow
 

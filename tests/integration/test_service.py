@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from prunebench.contract import JobResult, Metrics
-from tests.conftest import DEMO_DIR, SMALL_JOB, Service, children_of
+from tests.support.paths import DEMO_DIR, SMALL_JOB
+from tests.support.stack import Service, children_of
 
 pytestmark = pytest.mark.slow
 

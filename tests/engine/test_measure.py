@@ -10,8 +10,7 @@ from torch import nn
 
 from prunebench.worker.engine import measure
 from prunebench.worker.engine.checkpoints import load_model
-
-DEMO = Path(__file__).resolve().parents[2] / "common" / "assets" / "demo" / "yolov5n_shapes.pt"
+from tests.support.paths import DEMO_CHECKPOINT
 
 
 def _tiny() -> nn.Sequential:
@@ -58,7 +57,7 @@ def test_gflops_of_one_conv_is_two_macs_per_output() -> None:
 
 
 def test_gflops_of_fused_demo_matches_upstream_summary() -> None:
-    model = load_model(DEMO).model.fuse()
+    model = load_model(DEMO_CHECKPOINT).model.fuse()
     assert round(measure.gflops(model, 640), 1) == 4.5  # upstream prints 4.5 GFLOPs for fused YOLOv5n
     assert measure.gflops(model, 320) == pytest.approx(measure.gflops(model, 640) / 4, rel=1e-6)
     assert not model.training

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,15 +13,15 @@ from prunebench.worker.engine import measure
 from prunebench.worker.engine.checkpoints import load_model
 from prunebench.worker.engine.pruning import METHODS, apply_pruning, prunable_layers
 from prunebench.worker.engine.yolo.model import DetectionModel
+from tests.support.paths import DEMO_CHECKPOINT
 
-DEMO = Path(__file__).resolve().parents[2] / "common" / "assets" / "demo" / "yolov5n_shapes.pt"
 DETECT_CONVS = ["model.24.m.0", "model.24.m.1", "model.24.m.2"]
 IMG = 128
 
 
 @pytest.fixture(scope="module")
 def fused() -> DetectionModel:
-    return load_model(DEMO).model.fuse()
+    return load_model(DEMO_CHECKPOINT).model.fuse()
 
 
 @pytest.fixture
@@ -117,7 +116,7 @@ def test_channel_sparsity_zero_changes_nothing(model: DetectionModel) -> None:
 
 
 def test_channel_on_unfused_model_then_fuse(fused: DetectionModel) -> None:
-    unfused = load_model(DEMO).model
+    unfused = load_model(DEMO_CHECKPOINT).model
     trainable = all(p.requires_grad for p in unfused.parameters())
     out = apply_pruning(unfused, "channel", 0.4)
     pruned_unfused = _predict(out.model)

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from prunebench.config import Settings
 from prunebench.service.app import create_app
 from prunebench.service.auth import KeyConfigError, KeyRing
-from tests.conftest import DEMO_DIR
+from tests.support.paths import DEMO_DIR
 
 ALICE, BOB, ADMIN = "alice-key-0123456789abcdef", "bob-key-0123456789abcdef", "admin-key-0123456789abcdef"
 KEYS = f"alice:{ALICE}, bob:{BOB},admin:{ADMIN}"

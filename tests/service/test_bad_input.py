@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 
 from prunebench.config import Settings
 from prunebench.service.app import create_app
-from tests.conftest import DEMO_DIR
-from tests.hostile import SystemPayload
+from tests.support.hostile import SystemPayload
+from tests.support.paths import DEMO_DIR
 
 KEY = "bad-input-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 
 from prunebench.checkpoints.inspect import CheckpointError, class_names, inspect_checkpoint
-from tests.hostile import ExecPayload, SystemPayload, write_torch_zip
-
-DEMO = Path(__file__).resolve().parents[2] / "common" / "assets" / "demo" / "yolov5n_shapes.pt"
+from tests.support.hostile import ExecPayload, SystemPayload, write_torch_zip
+from tests.support.paths import DEMO_CHECKPOINT
 
 
 def test_demo_checkpoint_meta() -> None:
-    meta = inspect_checkpoint(DEMO)
+    meta = inspect_checkpoint(DEMO_CHECKPOINT)
     assert meta.format == "yolov5"
     assert meta.num_classes == 80
     assert meta.class_names[:5] == ["person", "bicycle", "car", "motorcycle", "airplane"]
@@ -33,10 +32,10 @@ def test_demo_checkpoint_meta() -> None:
 def test_module_is_torch_free() -> None:
     code = (
         "import sys, pathlib; from prunebench.checkpoints.inspect import inspect_checkpoint; "
-        f"inspect_checkpoint(pathlib.Path({str(DEMO)!r})); "
+        f"inspect_checkpoint(pathlib.Path({str(DEMO_CHECKPOINT)!r})); "
         "assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=DEMO.parents[3])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=DEMO_CHECKPOINT.parents[3])
 
 
 @pytest.mark.parametrize(("payload", "refused"), [(SystemPayload, "posix.system"), (ExecPayload, "builtins.exec")])
@@ -58,14 +57,14 @@ def test_foreign_model_named(tmp_path: Path) -> None:
 
 def test_truncated_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "truncated.pt"
-    path.write_bytes(DEMO.read_bytes()[: DEMO.stat().st_size // 2])
+    path.write_bytes(DEMO_CHECKPOINT.read_bytes()[: DEMO_CHECKPOINT.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         inspect_checkpoint(path)
 
 
 def test_corrupted_pickle_crc(tmp_path: Path) -> None:
-    raw = bytearray(DEMO.read_bytes())
-    with zipfile.ZipFile(DEMO) as zf:
+    raw = bytearray(DEMO_CHECKPOINT.read_bytes())
+    with zipfile.ZipFile(DEMO_CHECKPOINT) as zf:
         info = zf.getinfo("best/data.pkl")
     # Local header is 30 bytes + name + extra; flip a byte in the middle of the stored pickle.
     start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
@@ -114,7 +113,7 @@ def test_zip_bomb_refused(tmp_path: Path) -> None:
 def test_oversized_pickle_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("prunebench.checkpoints.inspect.MAX_PICKLE_BYTES", 1024)
     with pytest.raises(CheckpointError, match="too large"):
-        inspect_checkpoint(DEMO)
+        inspect_checkpoint(DEMO_CHECKPOINT)
 
 
 def test_garbage_pickle(tmp_path: Path) -> None:

@@ -18,14 +18,13 @@ from prunebench.checkpoints.inspect import CheckpointError
 from prunebench.worker.engine.checkpoints import LoadedModel, _torch_load, load_model
 from prunebench.worker.engine.yolo.configs import get_config
 from prunebench.worker.engine.yolo.model import DetectionModel
-from tests.hostile import ExecPayload, SystemPayload, write_torch_zip
-
-DEMO = Path(__file__).resolve().parents[2] / "common" / "assets" / "demo" / "yolov5n_shapes.pt"
+from tests.support.hostile import ExecPayload, SystemPayload, write_torch_zip
+from tests.support.paths import DEMO_CHECKPOINT
 
 
 @pytest.fixture(scope="module")
 def demo() -> LoadedModel:
-    return load_model(DEMO)
+    return load_model(DEMO_CHECKPOINT)
 
 
 def test_demo_checkpoint_loads_strictly(demo: LoadedModel) -> None:
@@ -43,7 +42,7 @@ def test_demo_checkpoint_loads_strictly(demo: LoadedModel) -> None:
 
 def test_demo_weights_equal_upstream_tensors(demo: LoadedModel) -> None:
     # Compare against the fp16 tensors as pickled, read through the same safe path.
-    raw = _torch_load(DEMO)["model"]
+    raw = _torch_load(DEMO_CHECKPOINT)["model"]
     conv0 = raw.__dict__["_modules"]["model"].__dict__["_modules"]["0"].__dict__["_modules"]["conv"]
     weight = conv0.__dict__["_parameters"]["weight"]
     assert weight.dtype == torch.float16
@@ -51,7 +50,7 @@ def test_demo_weights_equal_upstream_tensors(demo: LoadedModel) -> None:
 
 
 def test_demo_fused_param_count_and_outputs() -> None:
-    loaded = load_model(DEMO)
+    loaded = load_model(DEMO_CHECKPOINT)
     model = loaded.model
     x = torch.rand(1, 3, 320, 256, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -78,7 +77,7 @@ def test_malicious_checkpoint_refused(tmp_path: Path, payload: type, refused: st
 
 def test_broken_files_refused(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(DEMO.read_bytes()[:100_000])
+    truncated.write_bytes(DEMO_CHECKPOINT.read_bytes()[:100_000])
     noise = tmp_path / "noise.pt"
     noise.write_bytes(os.urandom(2048))
     text = tmp_path / "model.json"
@@ -153,7 +152,7 @@ def test_prunebench_artifact_uses_unpack_state_dict(tmp_path: Path, monkeypatch:
 def test_top_detection_matches_upstream(demo: LoadedModel) -> None:
     """One image through upstream val.py's preprocessing; its best detection must match upstream's."""
     cv2 = pytest.importorskip("cv2")
-    image = cv2.imread(str(DEMO.parent / "shapes-val" / "images" / "000000000032.jpg"))
+    image = cv2.imread(str(DEMO_CHECKPOINT.parent / "shapes-val" / "images" / "000000000032.jpg"))
     h0, w0 = image.shape[:2]
     r = 320 / max(h0, w0)  # load_image: longest side to --img, INTER_AREA when shrinking
     im = cv2.resize(image, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=cv2.INTER_AREA)
@@ -170,7 +169,7 @@ def test_top_detection_matches_upstream(demo: LoadedModel) -> None:
         value=(114, 114, 114),
     )
     x = torch.from_numpy(im[:, :, ::-1].transpose(2, 0, 1).copy()).float()[None] / 255
-    model = load_model(DEMO).model.fuse()
+    model = load_model(DEMO_CHECKPOINT).model.fuse()
     with torch.no_grad():
         pred = model(x)[0][0]
     scores = pred[:, 5:] * pred[:, 4:5]

@@ -11,7 +11,7 @@ from prunebench.config import Settings
 from prunebench.contract import JobRequest
 from prunebench.jobs.store import JobStore, connect
 from prunebench.service.webhooks import SIGNATURE_HEADER, CallbackRefused, Deliverer, check_callback_url, sign, verify
-from tests.webhook_receiver import webhook_receiver
+from tests.support.webhook_receiver import webhook_receiver
 
 SECRET = "unit-test-secret"
 

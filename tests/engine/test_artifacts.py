@@ -11,13 +11,12 @@ import torch
 from prunebench.worker.engine import artifacts
 from prunebench.worker.engine.checkpoints import LoadedModel, load_model
 from prunebench.worker.engine.pruning import apply_pruning
-
-DEMO = Path(__file__).resolve().parents[2] / "common" / "assets" / "demo" / "yolov5n_shapes.pt"
+from tests.support.paths import DEMO_CHECKPOINT
 
 
 @pytest.fixture(scope="module")
 def loaded() -> LoadedModel:
-    loaded = load_model(DEMO)
+    loaded = load_model(DEMO_CHECKPOINT)
     loaded.model.fuse()
     return loaded
 
