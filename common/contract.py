@@ -10,7 +10,7 @@ import math
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,6 +19,10 @@ MAX_SPARSITIES = 32
 
 PruneMethod = Literal["l1_unstructured", "global_magnitude", "channel"]
 PRUNE_METHODS: tuple[str, ...] = ("l1_unstructured", "global_magnitude", "channel")
+
+ScorerName = Literal["faster_coco_eval", "pycocotools"]
+"""COCO bbox scorers: faster-coco-eval (default; equal stats, faster) or pycocotools (what upstream calls)."""
+SCORER_NAMES: tuple[str, ...] = get_args(ScorerName)
 
 Sparsity = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
 EXCLUDE_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,200}$")
@@ -50,6 +54,9 @@ class EvalSettings(BaseModel):
     half: bool = Field(True, description="fp16 inference; only applies on CUDA, ignored on CPU.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d{1,2})$")
     max_images: int | None = Field(None, ge=1, description="Evaluate only the first N images (null = all).")
+    scorer: ScorerName = Field(
+        "faster_coco_eval", description="COCOeval implementation: faster_coco_eval (default) or pycocotools."
+    )
 
 
 class JobRequest(EvalSettings):

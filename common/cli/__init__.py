@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from prunebench.contract import Progress
+from prunebench.contract import SCORER_NAMES, Progress
 
 DEMO_SPARSITIES = [0.2, 0.3]
 """With the dense baseline the demo evaluates 0, 0.2 and 0.3: the bundled reference's points."""
@@ -315,6 +315,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "device": args.device,
         "max_images": args.max_images,
+        "scorer": args.scorer,
         "include_dense": not args.no_dense,
         "save_models": args.save_dir is not None,
     }
@@ -382,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-images", type=int, default=None)
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--scorer", choices=SCORER_NAMES, default="faster_coco_eval", help="COCOeval implementation")
     ev.add_argument("--save-dir", type=Path, default=None, help="keep each pruned model here")
     ev.add_argument("--json", action="store_true", help="print the JobResult JSON")
     ev.set_defaults(func=cmd_eval)

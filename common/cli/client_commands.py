@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from prunebench.client.http import ClientError, JobFailed, PrunebenchClient, items_of
+from prunebench.contract import SCORER_NAMES
 
 EXIT_OK = 0
 EXIT_API_ERROR = 1
@@ -329,7 +330,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "sparsities": args.sparsities,
         "method": args.method,
     }
-    for field in ("img_size", "batch_size", "max_images", "device"):
+    for field in ("img_size", "batch_size", "max_images", "device", "scorer"):
         value = getattr(args, field)
         if value is not None:
             body[field] = value
@@ -446,6 +447,9 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     p.add_argument("--max-images", dest="max_images", type=int, default=None)
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--scorer", choices=SCORER_NAMES, default=None, help="COCOeval implementation (default faster_coco_eval)"
+    )
     p.add_argument("--save-models", action="store_true", help="keep each pruned model for download")
     p.add_argument("--no-cache", action="store_true", help="do not reuse a stored identical result")
     p.add_argument("--no-dense", action="store_true", help="do not add the dense (0) baseline")

@@ -20,10 +20,11 @@ from pathlib import Path
 import redis
 
 import prunebench
-from prunebench.contract import JobRequest
+from prunebench.contract import EvalSettings, JobRequest
 from prunebench.datasets.catalog import DatasetSpec
 
-EVAL_FIELDS = ("img_size", "batch_size", "conf_thres", "iou_thres", "max_det", "half", "device", "max_images")
+EVAL_FIELDS = tuple(EvalSettings.model_fields)
+"""Every evaluation setting is part of the key (img_size, thresholds, device, scorer, ...)."""
 
 _digests: dict[tuple[str, int, int], str] = {}
 _digests_lock = threading.Lock()

@@ -12,13 +12,12 @@ import torch
 
 from prunebench.datasets.catalog import DatasetSpec, builtin_datasets
 from prunebench.worker.engine.data import DecodedDataset, DecodedImage, GroundTruth, decode_dataset, letterbox
+from prunebench.worker.engine.scorers import SCORERS, make_scorer
 from prunebench.worker.engine.scoring import (
     COCO_STAT_FIELDS,
     ImageDetections,
     ap_per_class,
-    coco_ground_truth,
     coco_results,
-    coco_stats,
     interpolated_ap,
     match_detections,
     scale_to_original,
@@ -42,9 +41,9 @@ def shapes() -> DatasetSpec:
     return builtin_datasets()["shapes-val"]
 
 
-@pytest.fixture(scope="module")
-def shapes_gt(shapes: DatasetSpec):
-    return coco_ground_truth(shapes.instances)
+@pytest.fixture(scope="module", params=sorted(SCORERS))
+def shapes_scorer(request: pytest.FixtureRequest, shapes: DatasetSpec):
+    return make_scorer(request.param, shapes.instances)
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +57,12 @@ def _upstream_predictions(sparsity: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("sparsity", SPARSITIES)
-def test_upstream_predictions_reproduce_pycocotools_stats(sparsity: str, reference: dict, shapes, shapes_gt) -> None:
-    predictions = _upstream_predictions(sparsity)
+def test_upstream_predictions_reproduce_pycocotools_stats(sparsity: str, reference: dict, shapes, shapes_scorer):
+    """Both scorers give pycocotools' 12 stats on upstream's own predictions (the faster one's parity gate)."""
     image_ids = [int(e["id"]) for e in shapes.instances["images"]]
-    stats = coco_stats(shapes_gt, predictions, image_ids)
+    shapes_scorer.reset()
+    shapes_scorer.process(_upstream_predictions(sparsity))
+    stats = shapes_scorer.evaluate(image_ids)
     expected = reference["runs"][sparsity]["metrics"]
     for name, value in zip(COCO_STAT_FIELDS, stats, strict=True):
         assert value == pytest.approx(expected[name], abs=1e-9), name
@@ -87,8 +88,8 @@ def test_upstream_predictions_reproduce_upstream_table(sparsity: str, reference:
     assert ours.map == pytest.approx(table["map"], abs=6e-4)
 
 
-def test_no_predictions_scores_zero(shapes, shapes_gt, shapes_decoded) -> None:
-    metrics = score([], shapes_decoded.images, shapes_gt, shapes.class_to_category(80))
+def test_no_predictions_scores_zero(shapes, shapes_scorer, shapes_decoded) -> None:
+    metrics = score([], shapes_decoded.images, shapes_scorer, shapes.class_to_category(80))
     assert metrics.map == 0.0 and metrics.ar100 == 0.0
     assert metrics.precision == 0.0 and metrics.upstream_map == 0.0
 
@@ -147,7 +148,8 @@ def test_ap_helpers() -> None:
     assert result.precision == pytest.approx(1.0) and result.recall == pytest.approx(1.0)
 
 
-def test_score_end_to_end_on_perfect_detections(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scorer", sorted(SCORERS))
+def test_score_end_to_end_on_perfect_detections(scorer: str) -> None:
     instances = {
         "images": [{"id": 1, "file_name": "a.jpg", "height": 100, "width": 200}],
         "annotations": [
@@ -162,7 +164,7 @@ def test_score_end_to_end_on_perfect_detections(tmp_path: Path) -> None:
     gain = 64 / 100
     box = [20 * gain, 10 * gain + boxed.pad[1], 80 * gain, 50 * gain + boxed.pad[1], 0.9, 0.0]
     dets = [ImageDetections(index=0, boxes=torch.tensor([box]), gain=gain, pad=boxed.pad)]
-    metrics = score(dets, [image], coco_ground_truth(instances), class_map=[5])
+    metrics = score(dets, [image], make_scorer(scorer, instances), class_map=[5])
     assert metrics.map == pytest.approx(1.0) and metrics.map50 == pytest.approx(1.0)
     assert metrics.upstream_map50 == pytest.approx(0.995)
     assert metrics.precision == pytest.approx(1.0) and metrics.recall == pytest.approx(1.0)

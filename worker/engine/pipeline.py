@@ -40,7 +40,8 @@ from prunebench.worker.engine.data import DecodedDataset, decode_dataset, grid_s
 from prunebench.worker.engine.device import environment, resolve_device, use_half
 from prunebench.worker.engine.evaluate import EVAL_SHARE, EvalConfig, EvalOutput, evaluate
 from prunebench.worker.engine.reporting import JobCanceled, NullReporter, Reporter
-from prunebench.worker.engine.scoring import coco_ground_truth, score
+from prunebench.worker.engine.scorers import CocoScorer, make_scorer
+from prunebench.worker.engine.scoring import score
 
 
 class PipelineError(ValueError):
@@ -57,7 +58,7 @@ class _Job:
     dense: nn.Module  # fused float32 CPU model; never evaluated or pruned itself, only copied
     decoded: DecodedDataset
     class_map: list[int]
-    gt: Any  # pycocotools COCO
+    scorer: CocoScorer  # the job's COCOeval, ground truth indexed once for every point
     device: torch.device
     half: bool
     points: list[float]
@@ -141,7 +142,7 @@ def _setup(
         dense=dense,
         decoded=decoded,
         class_map=class_map,
-        gt=coco_ground_truth(dataset.instances),
+        scorer=make_scorer(request.scorer, dataset.instances),
         device=device,
         half=use_half(request.half, device),
         points=points,
@@ -243,7 +244,7 @@ def _run_point(job: _Job, run_index: int) -> RunResult:
         torch.cuda.empty_cache()
 
     job.reporter.progress(_progress(job, "scoring", run_index, len(job.points)))
-    metrics: Metrics = score(out.detections, job.decoded.images, job.gt, job.class_map)
+    metrics: Metrics = score(out.detections, job.decoded.images, job.scorer, job.class_map)
     speed = _speed(out)
     return RunResult(
         sparsity_target=sparsity,

@@ -2,9 +2,10 @@
 
 Two independent scorers, both reproduced from upstream's documented behaviour:
 
-* **pycocotools** (the headline numbers): detections are mapped back to original-image pixels, written as
-  COCO results (xywh rounded to 3 decimals, score to 5) and scored by ``COCOeval`` restricted to the
-  evaluated image ids. These are ``Metrics.map`` .. ``ar_large``.
+* **COCOeval** (the headline numbers): detections are mapped back to original-image pixels, written as
+  COCO results (xywh rounded to 3 decimals, score to 5) and scored by a COCOeval implementation
+  (``prunebench.worker.engine.scorers``: faster-coco-eval or pycocotools, equal to 1e-9) restricted to
+  the evaluated image ids. These are ``Metrics.map`` .. ``ar_large``.
 * **upstream's own AP** (what ``val.py`` prints in its table): greedy IoU matching at ten thresholds, per
   class precision/recall curves, P and R taken at the confidence that maximises the smoothed mean F1,
   and 101-point interpolated AP. These are ``precision``, ``recall``, ``upstream_map50``, ``upstream_map``.
@@ -12,20 +13,16 @@ Two independent scorers, both reproduced from upstream's documented behaviour:
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from prunebench.contract import Metrics
 from prunebench.worker.engine.data import DecodedImage
+from prunebench.worker.engine.scorers import CocoScorer
 
 COCO_STAT_FIELDS = (
     "map", "map50", "map75", "map_small", "map_medium", "map_large",
@@ -77,7 +74,7 @@ def xyxy_to_coco_xywh(boxes: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# pycocotools
+# COCO results rows (what COCOeval scores)
 
 
 def coco_results(native: Sequence[torch.Tensor], image_ids: Sequence[int], class_map: Sequence[int]) -> list[dict]:
@@ -101,29 +98,6 @@ def coco_results(native: Sequence[torch.Tensor], image_ids: Sequence[int], class
                 }
             )
     return records
-
-
-def coco_ground_truth(instances: dict[str, Any]) -> COCO:
-    """An indexed pycocotools COCO object for the dataset (built once per job; loadRes copies from it)."""
-    gt = COCO()
-    gt.dataset = instances
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
-        gt.createIndex()
-    return gt
-
-
-def coco_stats(gt: COCO, results: list[dict], image_ids: Sequence[int]) -> list[float]:
-    """The 12 COCOeval bbox stats over ``image_ids``; all zeros when there is nothing to score."""
-    if not results:
-        return [0.0] * len(COCO_STAT_FIELDS)  # loadRes cannot take an empty list
-    with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(copy.deepcopy(results))  # loadRes annotates records in place; keep ours clean
-        evaluator = COCOeval(gt, dt, "bbox")
-        evaluator.params.imgIds = sorted({int(i) for i in image_ids})
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return [float(v) for v in evaluator.stats]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -284,15 +258,17 @@ def native_detections(dets: Sequence[ImageDetections], images: Sequence[DecodedI
 
 
 def score(
-    dets: Sequence[ImageDetections], images: Sequence[DecodedImage], gt: COCO, class_map: Sequence[int]
+    dets: Sequence[ImageDetections], images: Sequence[DecodedImage], scorer: CocoScorer, class_map: Sequence[int]
 ) -> Metrics:
-    """All metrics of one evaluation pass."""
+    """All metrics of one evaluation pass; ``scorer`` is the job's COCOeval (reset here for this pass)."""
     native = native_detections(dets, images)
     gains = [im.resized_hw[0] / im.orig_hw[0] for im in images]
     for item in dets:
         gains[item.index] = item.gain
     image_ids = [im.image_id for im in images]
-    stats = coco_stats(gt, coco_results(native, image_ids, class_map), image_ids)
+    scorer.reset()
+    scorer.process(coco_results(native, image_ids, class_map))
+    stats = scorer.evaluate(image_ids)
     ours = upstream_metrics(native, images, class_map, gains)
     return Metrics(
         **dict(zip(COCO_STAT_FIELDS, stats, strict=True)),
