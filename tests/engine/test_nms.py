@@ -129,3 +129,45 @@ def test_matches_reference_nms(rows: list[tuple[float, ...]], iou: float) -> Non
 
 def test_class_offset_is_large() -> None:
     assert MAX_WH == 7680
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The batched path equals the per-image definition, detection for detection and in the same order.
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.integers(1, 4),
+    n=st.integers(0, 40),
+    nc=st.sampled_from([1, 3]),
+    seed=st.integers(0, 2**16),
+    max_det=st.sampled_from([1, 3, 300]),
+    coarse=st.booleans(),  # few distinct values: many exact score ties and identical boxes
+)
+def test_batched_equals_per_image(batch: int, n: int, nc: int, seed: int, max_det: int, coarse: bool) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand((batch, n, 5 + nc), generator=gen)
+    x[..., :2] *= 64
+    x[..., 2:4] = x[..., 2:4] * 30 + 2
+    if coarse:
+        x = (x * 4).round() / 4
+    got = non_max_suppression(x, 0.1, 0.5, max_det)
+    expected = [nms_image(xi, 0.1, 0.5, max_det) for xi in x]
+    assert len(got) == batch
+    for g, e in zip(got, expected, strict=True):
+        assert torch.equal(g, e)
+
+
+def test_prefix_growth_keeps_max_det_exactly(monkeypatch) -> None:
+    """Far more candidates than the first prefix and than max_det: the prefix rule must not change a thing."""
+    import prunebench.worker.engine.nms as nms
+
+    gen = torch.Generator().manual_seed(7)
+    x = torch.rand((2, 4000, 7), generator=gen)
+    x[..., :2] *= 320
+    x[..., 2:4] = x[..., 2:4] * 40 + 2
+    monkeypatch.setattr(nms, "PREFIX_START", 16)  # force several growth steps
+    for max_det in (10, 300, 30000):
+        got = non_max_suppression(x, 0.001, 0.6, max_det)
+        for g, xi in zip(got, x, strict=True):
+            assert torch.equal(g, nms_image(xi, 0.001, 0.6, max_det))
