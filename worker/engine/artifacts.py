@@ -23,6 +23,7 @@ narrower tensors; ``build_model`` resizes layers to them (the config itself is u
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import tempfile
@@ -170,6 +171,45 @@ def _atomic_save(obj: Any, path: Path) -> int:
     return path.stat().st_size
 
 
+class _ByteCounter(io.RawIOBase):
+    """A write-only sink that only counts: torch.save's zip writer needs nothing more than ``write``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        self.count += size
+        return size
+
+
+def _artifact_for(
+    model: nn.Module,
+    source: Any,
+    *,
+    yaml: dict[str, Any] | str | None,
+    names: Any,
+    stride: Any,
+    meta: Mapping[str, Any] | None,
+    half: bool,
+) -> dict[str, Any]:
+    def pick(value: Any, attr: str) -> Any:
+        if value is not None:
+            return value
+        from_source = getattr(source, attr, None)
+        return from_source if from_source is not None else getattr(model, attr, None)
+
+    cfg = pick(yaml, "yaml")
+    if not isinstance(cfg, dict | str):
+        raise TypeError("save_model needs the model config ('yaml': dict or official name)")
+    return build_artifact(
+        model, yaml=cfg, names=pick(names, "names"), stride=pick(stride, "stride"), meta=meta, half=half
+    )
+
+
 def save_model(
     model: nn.Module,
     source: Any = None,
@@ -188,17 +228,22 @@ def save_model(
     """
     if path is None:
         raise TypeError("save_model needs a path")
-
-    def pick(value: Any, attr: str) -> Any:
-        if value is not None:
-            return value
-        from_source = getattr(source, attr, None)
-        return from_source if from_source is not None else getattr(model, attr, None)
-
-    cfg = pick(yaml, "yaml")
-    if not isinstance(cfg, dict | str):
-        raise TypeError("save_model needs the model config ('yaml': dict or official name)")
-    artifact = build_artifact(
-        model, yaml=cfg, names=pick(names, "names"), stride=pick(stride, "stride"), meta=meta, half=half
-    )
+    artifact = _artifact_for(model, source, yaml=yaml, names=names, stride=stride, meta=meta, half=half)
     return _atomic_save(artifact, Path(path))
+
+
+def artifact_size(
+    model: nn.Module,
+    source: Any = None,
+    *,
+    yaml: dict[str, Any] | str | None = None,
+    names: Any = None,
+    stride: Any = None,
+    meta: Mapping[str, Any] | None = None,
+    half: bool = False,
+) -> int:
+    """Bytes ``save_model`` would write for the same arguments, computed without touching the disk."""
+    artifact = _artifact_for(model, source, yaml=yaml, names=names, stride=stride, meta=meta, half=half)
+    sink = _ByteCounter()
+    torch.save(artifact, sink)
+    return sink.count

@@ -1,7 +1,18 @@
 """One evaluation pass of one model over a decoded dataset: letterbox, infer, NMS, with stage timings.
 
 The loop mirrors upstream ``val.py``: rectangular batches, uint8 -> float (fp16 on CUDA when asked) / 255,
-a single forward per batch, NMS per image. Additions a service needs:
+a single forward per batch, NMS. The flow of one batch:
+
+1. **load** (a background thread, one batch ahead): letterbox each image to the batch shape, CHW RGB,
+   stack into one uint8 tensor, pinned memory on CUDA. Batch k+1 is prepared while batch k infers.
+2. **preprocess** (timed): copy to the device (``non_blocking``), uint8 -> float/half, / 255; on CUDA
+   also channels_last. This is what upstream's ``val.py`` times as pre-process; as there, letterboxing
+   belongs to the loader and is not in the speed figures (it overlaps inference).
+3. **inference** (timed): one forward of the batch (the floor: everything else is overhead).
+4. **NMS** (timed): ``non_max_suppression`` on the device, one batched call.
+
+Stage timings are wall clock, CUDA-synchronised on GPU. Hooks for other features: ``infer`` (the
+forward call: runtimes, fault injection) and the ``EvalOutput`` detections. Additions a service needs:
 
 * progress after every batch and a cancellation check before each (``JobCanceled``);
 * CUDA out-of-memory back-off: a batch that does not fit is split into halves of the *same* letterbox
@@ -13,7 +24,8 @@ a single forward per batch, NMS per image. Additions a service needs:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +33,15 @@ import torch
 from torch import nn
 
 from prunebench.contract import Progress
-from prunebench.worker.engine.data import DecodedDataset, input_gain, letterbox, make_batches, to_chw_rgb
+from prunebench.worker.engine.data import (
+    Batch,
+    DecodedDataset,
+    Letterboxed,
+    input_gain,
+    letterbox,
+    make_batches,
+    to_chw_rgb,
+)
 from prunebench.worker.engine.nms import non_max_suppression
 from prunebench.worker.engine.reporting import JobCanceled, NullReporter, Reporter
 from prunebench.worker.engine.scoring import ImageDetections
@@ -47,7 +67,9 @@ class EvalConfig:
 
 @dataclass
 class StageTimes:
-    preprocess: float = 0.0  # seconds, summed over the pass
+    """Seconds summed over the pass; ``preprocess`` as upstream defines it (see the module docstring)."""
+
+    preprocess: float = 0.0
     inference: float = 0.0
     nms: float = 0.0
 
@@ -119,11 +141,44 @@ class _ChunkedInfer:
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs, 0)
 
 
-def _to_input(pixels: list[np.ndarray], device: torch.device, half: bool) -> torch.Tensor:
-    batch = torch.from_numpy(np.stack([to_chw_rgb(p) for p in pixels]))
-    batch = batch.to(device, non_blocking=True)
-    batch = batch.half() if half else batch.float()
-    return batch / 255
+@dataclass
+class _Loaded:
+    """One batch as the loader leaves it: uint8 NCHW on the host, and how each image was boxed."""
+
+    batch: Batch
+    host: torch.Tensor
+    boxed: list[Letterboxed]
+
+
+def _load(dataset: DecodedDataset, batch: Batch, pin: bool) -> _Loaded:
+    boxed = [letterbox(dataset.images[i].pixels, batch.shape) for i in batch.indices]
+    host = torch.from_numpy(np.stack([to_chw_rgb(b.pixels) for b in boxed]))
+    if pin:
+        host = host.pin_memory()  # lets the copy to the GPU run asynchronously
+    return _Loaded(batch, host, boxed)
+
+
+def _prefetched(dataset: DecodedDataset, batches: list[Batch], pin: bool) -> Iterator[_Loaded]:
+    """Yield loaded batches in order, each prepared on a worker thread while the previous one runs."""
+    if not batches:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prunebench-loader") as pool:
+        pending = pool.submit(_load, dataset, batches[0], pin)
+        for following in [*batches[1:], None]:
+            loaded = pending.result()
+            if following is not None:
+                pending = pool.submit(_load, dataset, following, pin)
+            yield loaded
+
+
+def to_input(host: torch.Tensor, device: torch.device, half: bool) -> torch.Tensor:
+    """Upstream's pre-process: to the device, uint8 -> float (half when asked), / 255 (channels_last on CUDA)."""
+    images = host.to(device, non_blocking=True)
+    images = images.half() if half else images.float()
+    images /= 255
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
 
 
 EVAL_SHARE = 0.9
@@ -164,13 +219,13 @@ def evaluate(
     done = 0
     started = time.perf_counter()
     _report(reporter, base, 0, total)
-    for batch in batches:
+    for loaded in _prefetched(dataset, batches, pin=device.type == "cuda"):
         if reporter.should_stop():
             raise JobCanceled()
+        batch = loaded.batch
 
         t0 = clock.now()
-        boxed = [letterbox(dataset.images[i].pixels, batch.shape) for i in batch.indices]
-        images = _to_input([b.pixels for b in boxed], device, config.half)
+        images = to_input(loaded.host, device, config.half)
         t1 = clock.now()
         pred = runner(model, images)
         t2 = clock.now()
@@ -182,7 +237,7 @@ def evaluate(
         times.inference += t2 - t1
         times.nms += t3 - t2
         chunk_sizes.append(runner.chunk)
-        for i, det, box in zip(batch.indices, per_image, boxed, strict=True):
+        for i, det, box in zip(batch.indices, per_image, loaded.boxed, strict=True):
             gain = input_gain(dataset.images[i], box.gain)
             detections.append(ImageDetections(index=i, boxes=det.detach().cpu(), gain=gain, pad=box.pad))
         done += len(batch.indices)

@@ -7,13 +7,14 @@ Conventions (chosen to match what upstream YOLOv5 prints):
 * ``conv_sparsity`` and ``layer_report`` look at Conv2d *weights* only: that is what the methods prune.
 * ``gflops`` is 2 x multiply-accumulates of one forward pass at ``img_size`` x ``img_size`` (batch 1),
   counted by ``torch.utils.flop_counter`` (convolutions and matmuls; element-wise ops are free), which is
-  how upstream's model summary reports GFLOPs (4.5 for a fused YOLOv5n at 640).
+  how upstream's model summary reports GFLOPs (4.5 for a fused YOLOv5n at 640). The pass runs on the
+  meta device (shapes only), and ``architecture_key`` says when two models must have equal GFLOPs.
 """
 
 from __future__ import annotations
 
+import copy
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -99,18 +100,41 @@ def count_flops(model: nn.Module, example: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on torch's meta device (shapes, no data)."""
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
+
+
 def gflops(model: nn.Module, img_size: int = 640) -> float:
-    """GFLOPs of one image at ``img_size`` x ``img_size`` on the model's device and dtype."""
+    """GFLOPs of one image at ``img_size`` x ``img_size``.
+
+    Counted on a weightless copy on torch's meta device: the flop counter needs only shapes, so no
+    arithmetic runs and no memory is used (a real forward at 640 px cost ~4 s of CPU per point).
+    """
     param = next(model.parameters())
-    example = torch.zeros(1, _input_channels(model), img_size, img_size, device=param.device, dtype=param.dtype)
-    return count_flops(model, example) / 1e9
+    example = torch.zeros(1, _input_channels(model), img_size, img_size, device="meta", dtype=param.dtype)
+    return count_flops(_meta_copy(model), example) / 1e9
+
+
+def architecture_key(model: nn.Module) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    """What GFLOPs depend on: every module's type and every tensor's shape (never the values)."""
+    modules = tuple((name, type(m).__name__, ()) for name, m in model.named_modules())
+    tensors = tuple((name, "tensor", tuple(t.shape)) for name, t in model.state_dict().items())
+    return modules + tensors
 
 
 def size_on_disk(target: str | os.PathLike[str] | nn.Module, **save_kwargs: Any) -> int:
-    """Bytes of a file, or of ``model`` saved as a prunebench artifact (``save_kwargs`` go to save_model)."""
+    """Bytes of a file, or of ``model`` as a prunebench artifact (``save_kwargs`` go to artifact_size).
+
+    A model's size is counted as the artifact is serialised, without writing a file.
+    """
     if not isinstance(target, nn.Module):
         return Path(target).stat().st_size
-    from prunebench.worker.engine.artifacts import save_model  # lazy: artifacts imports nothing from here
+    from prunebench.worker.engine.artifacts import artifact_size  # lazy: artifacts imports nothing from here
 
-    with tempfile.TemporaryDirectory(prefix="prunebench-size-") as scratch:
-        return save_model(target, path=Path(scratch) / "model.pt", **save_kwargs)
+    return artifact_size(target, **save_kwargs)

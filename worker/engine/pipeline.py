@@ -5,16 +5,28 @@ each sparsity point of the sweep. Knows nothing about Redis or HTTP; talks to th
 Upstream parity flow (what the reference numbers were produced with): the model is loaded as float32,
 Conv+BN are fused, and only then pruned. Every sparsity point starts from a fresh copy of that fused
 dense model, so points never compound.
+
+The flow, and where other features hook in:
+
+* ``_setup`` (once per job): load + fuse the checkpoint and move it to the job's device (points are
+  copied and pruned there), decode the dataset (``data.decode_dataset``), build the scorer's
+  ground-truth index (``scorers.make_scorer``).
+* ``_run_point`` (per sparsity): ``_prune`` (a fresh copy of the dense model, pruned on the device)
+  -> ``_measure`` (params, zeros, per-layer report; GFLOPs once per distinct architecture) ->
+  ``_model_size`` (bytes counted as the artifact serialises; a file only when ``save_models``) ->
+  ``_to_device`` (fp16, channels_last, cudnn autotuning on CUDA) -> ``_evaluate`` (``evaluate``:
+  prefetching loader, pre-process, inference, batched NMS) -> ``score`` (COCO rows, the job's
+  scorer, upstream's AP). Recovery / fine-tuning belongs between ``_prune`` and ``_measure``; other
+  runtimes replace the forward through ``evaluate``'s ``infer``.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,7 +67,7 @@ class _Job:
     request: JobRequest
     reporter: Reporter
     loaded: LoadedModel
-    dense: nn.Module  # fused float32 CPU model; never evaluated or pruned itself, only copied
+    dense: nn.Module  # fused float32 model on the job's device; never evaluated or pruned itself, only copied
     decoded: DecodedDataset
     class_map: list[int]
     scorer: CocoScorer  # the job's COCOeval, ground truth indexed once for every point
@@ -63,6 +75,7 @@ class _Job:
     half: bool
     points: list[float]
     artifacts_dir: Path | None
+    gflops_by_arch: dict[Any, float] = field(default_factory=dict)  # architecture_key -> GFLOPs
 
 
 @dataclass
@@ -132,7 +145,8 @@ def _setup(
     loaded = load_model(checkpoint_path)
     class_map = _class_map(dataset, loaded)
     device = resolve_device(request.device)
-    dense = loaded.model.float().eval().fuse()  # fuse first, then prune: upstream's parity flow
+    # Fuse first, then prune (upstream's parity flow); on the device, so each point is copied and pruned there.
+    dense = loaded.model.float().eval().fuse().to(device)
     _check_stop(reporter)
     decoded = _decode(request, dataset, reporter, len(points))
     return _Job(
@@ -165,21 +179,28 @@ def _prune(job: _Job, sparsity: float) -> tuple[nn.Module, list[str], float]:
     return outcome.model, list(outcome.pruned_layers), float(outcome.achieved)
 
 
-def _measure(model: nn.Module, pruned: list[str], achieved: float) -> _Measured:
+def _gflops(job: _Job, model: nn.Module) -> float:
+    """GFLOPs at 640x640 whatever the job's img_size (upstream's summary convention), once per architecture."""
+    key = measure.architecture_key(model)
+    if key not in job.gflops_by_arch:
+        job.gflops_by_arch[key] = measure.gflops(model, GFLOPS_IMG_SIZE)
+    return job.gflops_by_arch[key]
+
+
+def _measure(job: _Job, model: nn.Module, pruned: list[str], achieved: float) -> _Measured:
     params, nonzero = measure.count_params(model)
     return _Measured(
         sparsity=achieved,
         global_sparsity=measure.global_sparsity(model),
         params=params,
         nonzero=nonzero,
-        # At 640x640 whatever the job's img_size: the convention of upstream's summary and published tables.
-        gflops=measure.gflops(model, GFLOPS_IMG_SIZE),
+        gflops=_gflops(job, model),
         layers=measure.layer_report(model, set(pruned)),
     )
 
 
 def _model_size(job: _Job, model: nn.Module, run_index: int) -> tuple[int, str | None]:
-    """Bytes of the saved model; kept as an artifact when asked, else written to a scratch file."""
+    """Bytes of the saved model; written as an artifact when asked, else only counted (no file)."""
     meta = {"sparsity": job.points[run_index], "method": job.request.method, "exclude": list(job.request.exclude)}
     if job.request.save_models and job.artifacts_dir is not None:
         job.reporter.progress(_progress(job, "saving", run_index, len(job.points)))
@@ -187,8 +208,7 @@ def _model_size(job: _Job, model: nn.Module, run_index: int) -> tuple[int, str |
         path = job.artifacts_dir / f"run-{run_index}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         return artifacts.save_model(model, job.loaded, path, meta=meta), relative
-    with tempfile.TemporaryDirectory(prefix="prunebench-size-") as scratch:
-        return artifacts.save_model(model, job.loaded, Path(scratch) / "model.pt", meta=meta), None
+    return artifacts.artifact_size(model, job.loaded, meta=meta), None
 
 
 def _to_device(model: nn.Module, job: _Job) -> nn.Module:
@@ -196,11 +216,16 @@ def _to_device(model: nn.Module, job: _Job) -> nn.Module:
     if job.half:
         model = model.half()
     if job.device.type == "cuda":
+        # NHWC suits tensor cores; rect batches come in few fixed shapes, so cuDNN's autotuning pays
+        # once per shape and every later batch and sweep point reuses the choice.
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
         # One warm-up pass (as upstream val.py does) so CUDA/cuDNN setup is not billed to batch one.
         size = job.request.img_size
         dtype = torch.float16 if job.half else torch.float32
         with torch.no_grad():
-            model(torch.zeros(1, 3, size, size, device=job.device, dtype=dtype))
+            warm = torch.zeros(1, 3, size, size, device=job.device, dtype=dtype)
+            model(warm.contiguous(memory_format=torch.channels_last))
     return model
 
 
@@ -233,7 +258,7 @@ def _run_point(job: _Job, run_index: int) -> RunResult:
     sparsity = job.points[run_index]
     job.reporter.progress(_progress(job, "pruning", run_index, len(job.points)))
     model, pruned, achieved = _prune(job, sparsity)
-    measured = _measure(model, pruned, achieved)
+    measured = _measure(job, model, pruned, achieved)
     size_bytes, artifact = _model_size(job, model, run_index)
     _check_stop(job.reporter)
 
