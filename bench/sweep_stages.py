@@ -102,8 +102,10 @@ def main() -> None:
     stages = breakdown(result, totals, wall)
 
     floor = stages["inference"]
-    print(f"{result.runs[0].images} images, img {args.img_size}, batch {args.batch_size}, points "
-          f"{[r.sparsity_target for r in result.runs]}, scorer {args.scorer}, device {result.environment.device}")
+    print(
+        f"{result.runs[0].images} images, img {args.img_size}, batch {args.batch_size}, points "
+        f"{[r.sparsity_target for r in result.runs]}, scorer {args.scorer}, device {result.environment.device}"
+    )
     print("| stage | seconds | share |")
     print("|---|---:|---:|")
     for stage, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
