@@ -23,6 +23,13 @@ PRUNE_METHODS: tuple[str, ...] = ("l1_unstructured", "global_magnitude", "channe
 ScorerName = Literal["faster_coco_eval", "pycocotools"]
 """COCO bbox scorers: faster-coco-eval (default; equal stats, faster) or pycocotools (what upstream calls)."""
 SCORER_NAMES: tuple[str, ...] = get_args(ScorerName)
+Importance = Literal["l1", "l2", "bn_scale", "lamp"]
+"""Channel importance criteria (torch-pruning's importance classes); see README "Channel pruning"."""
+IMPORTANCES: tuple[str, ...] = get_args(Importance)
+Allocation = Literal["uniform", "global"]
+ALLOCATIONS: tuple[str, ...] = get_args(Allocation)
+CHANNEL_FIELDS: tuple[str, ...] = ("importance", "allocation", "max_layer_sparsity", "round_to")
+"""Request fields that only the ``channel`` method reads."""
 
 Sparsity = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
 EXCLUDE_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,200}$")
@@ -72,6 +79,14 @@ class JobRequest(EvalSettings):
         max_length=256,
         description="Module-name patterns (fnmatch) of Conv2d layers to leave unpruned, e.g. 'model.24.*'.",
     )
+    importance: Importance = Field("l1", description="channel: how channels are ranked (l1, l2, bn_scale, lamp).")
+    allocation: Allocation = Field(
+        "uniform", description="channel: same ratio in every layer (uniform) or one ranking across layers (global)."
+    )
+    max_layer_sparsity: float = Field(
+        0.9, gt=0.0, lt=1.0, allow_inf_nan=False, description="channel, global: most of one layer's channels removed."
+    )
+    round_to: int = Field(8, ge=1, le=256, description="channel: kept channel counts are multiples of this.")
     include_dense: bool = Field(True, description="Evaluate the dense baseline (sparsity 0) once per job.")
     save_models: bool = Field(False, description="Keep each pruned model as a downloadable artifact.")
     use_cache: bool = Field(True, description="Return a stored result for an identical earlier request.")
@@ -97,6 +112,19 @@ class JobRequest(EvalSettings):
     def _one_sparsity_form(self) -> Self:
         if (self.sparsity is None) == (self.sparsities is None):
             raise ValueError("give exactly one of 'sparsity' or 'sparsities'")
+        return self
+
+    @model_validator(mode="after")
+    def _channel_options_need_channel(self) -> Self:
+        # Clients may always send the defaults; a non-default value with another method is a mistake.
+        fields = type(self).model_fields
+        given = [
+            name
+            for name in CHANNEL_FIELDS
+            if getattr(self, name) != fields[name].get_default(call_default_factory=True)
+        ]
+        if self.method != "channel" and given:
+            raise ValueError(f"{', '.join(given)} only apply to method 'channel', not {self.method!r}")
         return self
 
     def sweep(self) -> list[float]:

@@ -1,7 +1,8 @@
 """Identical requests return the stored result instead of recomputing it.
 
 Two jobs are identical when they evaluate the same checkpoint bytes (its sha256 id) on the same
-dataset files with the same method, sweep, exclusions, evaluation settings and prunebench version.
+dataset files with the same method, sweep, exclusions, channel-pruning options, evaluation settings and
+prunebench version.
 The key does not name the worker's device: `device: "auto"` on a CPU worker and on a GPU worker
 share a key, so clients that compare devices should ask for one explicitly (`cpu`, `cuda`).
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import redis
 
 import prunebench
-from prunebench.contract import EvalSettings, JobRequest
+from prunebench.contract import CHANNEL_FIELDS, EvalSettings, JobRequest
 from prunebench.datasets.catalog import DatasetSpec
 
 EVAL_FIELDS = tuple(EvalSettings.model_fields)
@@ -70,6 +71,7 @@ def cache_key(request: JobRequest, checkpoint_id: str, dataset: DatasetSpec) -> 
         "sweep": request.sweep(),
         "exclude": sorted(request.exclude),
         "settings": {field: getattr(request, field) for field in EVAL_FIELDS},
+        "channel": {field: getattr(request, field) for field in CHANNEL_FIELDS},
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

@@ -57,6 +57,13 @@ def test_sweep_is_sorted_and_deduplicated() -> None:
         {"sparsity": 0.1, "exclude": ["model.0 ; rm -rf /"]},
         {"sparsity": 0.1, "exclude": ["x" * 201]},
         {"sparsity": 0.1, "exclude": "model.0"},
+        {"sparsity": 0.1, "method": "channel", "importance": "random"},
+        {"sparsity": 0.1, "method": "channel", "allocation": "local"},
+        {"sparsity": 0.1, "method": "channel", "max_layer_sparsity": 1.0},
+        {"sparsity": 0.1, "method": "channel", "max_layer_sparsity": 0.0},
+        {"sparsity": 0.1, "method": "channel", "round_to": 0},
+        {"sparsity": 0.1, "method": "l1_unstructured", "importance": "bn_scale"},
+        {"sparsity": 0.1, "method": "global_magnitude", "round_to": 16},
     ],
 )
 def test_invalid_requests_are_rejected(fields: dict[str, object]) -> None:
@@ -88,6 +95,17 @@ def test_eval_settings_carry_only_evaluation_fields() -> None:
     settings = request(sparsity=0.2, img_size=320, batch_size=8).eval_settings()
     assert settings.img_size == 320 and settings.batch_size == 8
     assert "sparsity" not in settings.model_dump()
+
+
+def test_channel_options_default_to_l1_uniform_round_to_8() -> None:
+    job = request(sparsity=0.3, method="channel")
+    assert (job.importance, job.allocation, job.max_layer_sparsity, job.round_to) == ("l1", "uniform", 0.9, 8)
+
+
+def test_channel_defaults_may_be_sent_with_any_method() -> None:
+    # Clients (CLI, dashboard) send the whole form; only a non-default channel option is a mistake.
+    job = request(sparsity=0.3, method="l1_unstructured", importance="l1", allocation="uniform", round_to=8)
+    assert job.method == "l1_unstructured"
 
 
 def test_terminal_statuses() -> None:

@@ -85,24 +85,19 @@ def test_global_hits_overall_target_with_one_threshold(model: DetectionModel) ->
 # --- channel --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sparsity", [0.3, 0.5])
-def test_channel_removes_requested_fraction_and_keeps_detect_outputs(model: DetectionModel, sparsity: float) -> None:
+def test_channel_keeps_detect_outputs_and_prediction_layout(model: DetectionModel) -> None:
+    # Criteria, allocation, round_to and monotonicity: tests/engine/test_channel_pruning.py.
     dense_shape = _predict(model).shape
     before = {n: c.out_channels for n, c in _convs(model).items()}
-    out = apply_pruning(model, "channel", sparsity, [])
+    out = apply_pruning(model, "channel", 0.3, [])
     after = {n: c.out_channels for n, c in _convs(out.model).items()}
     assert set(out.pruned_layers) == set(before) - set(DETECT_CONVS)
-    for name in out.pruned_layers:
-        kept = int(before[name] * (1 - sparsity))  # floor, torch-pruning's rule; within one channel
-        assert after[name] == kept, name
     assert all(after[n] == before[n] for n in DETECT_CONVS)
-    assert out.achieved == pytest.approx(sparsity, abs=0.02)
     pred = _predict(out.model)
     assert pred.shape == dense_shape and pred.shape[-1] == 5 + 80 and torch.isfinite(pred).all()
     params_before, params_after = out.stats["params_before"], out.stats["params_after"]
     assert params_after == measure.count_params(out.model)[0] < params_before
     assert out.stats["params_ratio"] == pytest.approx(params_after / params_before)
-    assert 0 < out.stats["gflops_ratio"] < 1
 
 
 def test_channel_sparsity_zero_changes_nothing(model: DetectionModel) -> None:

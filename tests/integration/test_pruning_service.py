@@ -60,6 +60,17 @@ def test_channel_pruning_makes_a_smaller_dense_model(service: Service) -> None:
     assert point["metrics"]["map"] >= 0.0  # evaluated end to end: Detect outputs kept their shape
 
 
+def test_channel_options_reach_the_pruner_and_the_result(service: Service) -> None:
+    options = {"importance": "bn_scale", "allocation": "global", "max_layer_sparsity": 0.8, "round_to": 16}
+    result = run(service, sparsity=0.4, method="channel", include_dense=False, **options)["result"]
+    assert {k: result["settings"][k] for k in options} == options
+    widths = [layer["shape"][0] for layer in result["runs"][0]["layers"] if layer["pruned"]]
+    assert widths and all(w % 16 == 0 for w in widths)
+    assert result["runs"][0]["sparsity"] == pytest.approx(0.4, abs=0.1)
+    response = service.http.post("/v1/jobs", json={**SMALL, "sparsity": 0.2, "importance": "bn_scale"})
+    assert response.status_code == 422 and "only apply to method 'channel'" in response.text
+
+
 def test_identical_request_is_served_from_the_cache(service: Service) -> None:
     fields = {"sparsity": 0.25, "max_images": 12}
     first = run(service, **fields)

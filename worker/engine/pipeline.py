@@ -4,7 +4,8 @@ each sparsity point of the sweep. Knows nothing about Redis or HTTP; talks to th
 
 Upstream parity flow (what the reference numbers were produced with): the model is loaded as float32,
 Conv+BN are fused, and only then pruned. Every sparsity point starts from a fresh copy of that fused
-dense model, so points never compound.
+dense model, so points never compound. ``channel`` is the exception: it prunes a copy of the *unfused*
+model (its criteria and recovery read BatchNorm statistics) and fuses the pruned model for evaluation.
 
 The flow, and where other features hook in:
 
@@ -36,6 +37,7 @@ from torch import nn
 
 from prunebench.checkpoints.inspect import inspect_checkpoint
 from prunebench.contract import (
+    CHANNEL_FIELDS,
     CheckpointInfo,
     JobRequest,
     JobResult,
@@ -68,6 +70,7 @@ class _Job:
     reporter: Reporter
     loaded: LoadedModel
     dense: nn.Module  # fused float32 model on the job's device; never evaluated or pruned itself, only copied
+    unfused: nn.Module  # the same before fusing (BatchNorm present): what channel pruning copies
     decoded: DecodedDataset
     class_map: list[int]
     scorer: CocoScorer  # the job's COCOeval, ground truth indexed once for every point
@@ -145,6 +148,7 @@ def _setup(
     loaded = load_model(checkpoint_path)
     class_map = _class_map(dataset, loaded)
     device = resolve_device(request.device)
+    unfused = copy.deepcopy(loaded.model).float().eval().to(device)
     # Fuse first, then prune (upstream's parity flow); on the device, so each point is copied and pruned there.
     dense = loaded.model.float().eval().fuse().to(device)
     _check_stop(reporter)
@@ -154,6 +158,7 @@ def _setup(
         reporter=reporter,
         loaded=loaded,
         dense=dense,
+        unfused=unfused,
         decoded=decoded,
         class_map=class_map,
         scorer=make_scorer(request.scorer, dataset.instances),
@@ -170,6 +175,8 @@ def _setup(
 
 def _prune(job: _Job, sparsity: float) -> tuple[nn.Module, list[str], float]:
     """A fresh copy of the dense model, pruned; with the pruned layer names and the achieved sparsity."""
+    if job.request.method == "channel":
+        return _prune_channels(job, sparsity)
     model = copy.deepcopy(job.dense)
     if sparsity == 0.0 and job.request.method == "l1_unstructured":
         # The dense baseline: nothing to prune. Its sparsity is whatever zeros the checkpoint already has.
@@ -177,6 +184,21 @@ def _prune(job: _Job, sparsity: float) -> tuple[nn.Module, list[str], float]:
         return model, [], measure.conv_sparsity(model, layers)
     outcome = pruning.apply_pruning(model, job.request.method, sparsity, list(job.request.exclude))
     return outcome.model, list(outcome.pruned_layers), float(outcome.achieved)
+
+
+def _prune_channels(job: _Job, sparsity: float) -> tuple[nn.Module, list[str], float]:
+    """Channel pruning of the unfused model, then fused for evaluation (the dense point: just fused)."""
+    model = copy.deepcopy(job.unfused)
+    if sparsity == 0.0:
+        return model.fuse(), [], 0.0
+    options = pruning.ChannelOptions(
+        importance=job.request.importance,
+        allocation=job.request.allocation,
+        max_layer_sparsity=job.request.max_layer_sparsity,
+        round_to=job.request.round_to,
+    )
+    outcome = pruning.apply_pruning(model, "channel", sparsity, list(job.request.exclude), options)
+    return outcome.model.fuse(), list(outcome.pruned_layers), float(outcome.achieved)
 
 
 def _gflops(job: _Job, model: nn.Module) -> float:
@@ -317,6 +339,7 @@ def _settings(job: _Job) -> dict[str, Any]:
         half=job.half,
         method=job.request.method,
         exclude=list(job.request.exclude),
+        **({name: getattr(job.request, name) for name in CHANNEL_FIELDS} if job.request.method == "channel" else {}),
         sparsities=list(job.points),
         include_dense=job.request.include_dense,
     )

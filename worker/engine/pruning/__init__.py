@@ -1,7 +1,8 @@
 """Pruning methods applied to a detector before it is measured.
 
-``apply_pruning(model, method, sparsity, exclude)`` is the single entry point. The unstructured methods
-zero weights in place (same object back); ``channel`` removes channels in place and returns a smaller model.
+``apply_pruning(model, method, sparsity, exclude, channel_options)`` is the single entry point. The
+unstructured methods zero weights in place (same object back); ``channel`` removes channels in place and
+returns a smaller model (``channel_options``: importance criterion, allocation, ``round_to``, hooks).
 What each method means by "sparsity" is spelled out in ``PruneOutcome.definition``.
 """
 
@@ -15,9 +16,10 @@ import torch
 from torch import nn
 
 from prunebench.worker.engine.pruning import channel, global_magnitude, l1_unstructured
+from prunebench.worker.engine.pruning.channel import ChannelOptions, ChannelPlan
 from prunebench.worker.engine.pruning.selection import check_sparsity, conv_layers, prunable_layers
 
-__all__ = ["DEFINITIONS", "METHODS", "PruneOutcome", "apply_pruning", "prunable_layers"]
+__all__ = ["DEFINITIONS", "METHODS", "ChannelOptions", "PruneOutcome", "apply_pruning", "prunable_layers"]
 
 METHODS: tuple[str, ...] = ("l1_unstructured", "global_magnitude", "channel")
 
@@ -37,6 +39,7 @@ class PruneOutcome:
     definition: str
     achieved: float = 0.0  # the method's own sparsity measure, comparable to sparsity_target
     stats: dict[str, Any] = field(default_factory=dict)  # channel: params_ratio, gflops_ratio, ...
+    plan: ChannelPlan | None = None  # channel: which group channels went (unpruned coordinates)
 
 
 def _zero_fraction(convs: Iterable[nn.Conv2d]) -> float:
@@ -62,8 +65,10 @@ def _unstructured(model: nn.Module, method: str, sparsity: float, targets: dict[
     )
 
 
-def _channel(model: nn.Module, sparsity: float, targets: dict[str, nn.Conv2d]) -> PruneOutcome:
-    shrunk, stats = channel.prune_model(model, targets, sparsity)
+def _channel(
+    model: nn.Module, sparsity: float, targets: dict[str, nn.Conv2d], options: ChannelOptions | None
+) -> PruneOutcome:
+    shrunk, stats, plan = channel.prune_model(model, targets, sparsity, options)
     return PruneOutcome(
         model=model,
         pruned_layers=shrunk,
@@ -72,13 +77,22 @@ def _channel(model: nn.Module, sparsity: float, targets: dict[str, nn.Conv2d]) -
         definition=DEFINITIONS["channel"],
         achieved=float(stats["channel_fraction_removed"]),
         stats=stats,
+        plan=plan,
     )
 
 
-def apply_pruning(model: nn.Module, method: str, sparsity: float, exclude: Iterable[str] | None = None) -> PruneOutcome:
+def apply_pruning(
+    model: nn.Module,
+    method: str,
+    sparsity: float,
+    exclude: Iterable[str] | None = None,
+    channel_options: ChannelOptions | None = None,
+) -> PruneOutcome:
     """Prune ``model`` in place with ``method`` at ``sparsity``, leaving layers matched by ``exclude`` alone.
 
-    Raises ValueError for an unknown method, a sparsity outside [0, 1), or a bad/unmatched exclude pattern.
+    ``channel_options`` only applies to ``channel`` (defaults: l1, uniform, round_to 8).
+    Raises ValueError for an unknown method, a sparsity outside [0, 1), a bad/unmatched exclude pattern, or
+    channel options the model cannot support (``channel.ChannelPruningError``).
     """
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
@@ -86,6 +100,6 @@ def apply_pruning(model: nn.Module, method: str, sparsity: float, exclude: Itera
     convs = conv_layers(model)
     targets = {name: convs[name] for name in prunable_layers(model, exclude)}
     if method == "channel":
-        return _channel(model, sparsity, targets)  # traces autograd, so not under no_grad
+        return _channel(model, sparsity, targets, channel_options)  # traces autograd, so not under no_grad
     with torch.no_grad():
         return _unstructured(model, method, sparsity, targets)
