@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     datasets: Path | None = Field(None, description="Dataset catalog file (YAML or JSON).")
     store_dir: Path = Field(Path("var/store"), description="Uploads, results and artifacts.")
     builtin_assets: bool = Field(True, description="Offer the bundled demo checkpoint and dataset.")
+    cache_dir: Path = Field(
+        Path("var/cache"), description="Host-local caches: decoded images, file digests (keep it off NFS)."
+    )
+    decode_cache_bytes: int = Field(
+        8 * 1024**3, ge=0, description="Bound of the decoded-image cache on this host (LRU); 0 disables sharing."
+    )
 
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest checkpoint upload accepted.")
     max_body_bytes: int = Field(64 * 1024, description="Largest JSON request body accepted.")
@@ -64,6 +70,14 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.store_dir / "artifacts"
+
+    @property
+    def digest_memo(self) -> Path:
+        return self.cache_dir / "digests.sqlite"
+
+    @property
+    def decode_cache_dir(self) -> Path:
+        return self.cache_dir / "decoded"
 
     @property
     def results_dir(self) -> Path:

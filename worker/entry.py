@@ -20,6 +20,7 @@ from prunebench.checkpoints.store import CheckpointStore, UnknownCheckpoint
 from prunebench.config import Settings, get_settings
 from prunebench.contract import JobResult, JobStatus, Progress
 from prunebench.datasets.catalog import UnknownDataset, load_catalog, resolve_dataset
+from prunebench.datasets.digests import DigestMemo
 from prunebench.infra.logging_setup import tagged_with_job
 from prunebench.jobs.metrics import StageClock
 from prunebench.jobs.result_cache import ResultCache, cache_key, cacheable
@@ -151,7 +152,7 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
             load_catalog(settings.datasets, include_builtin=settings.builtin_assets), job.request.dataset
         )
         cache = ResultCache(store.redis, settings.redis_prefix)
-        key = cache_key(job.request, info.id, dataset)
+        key = cache_key(job.request, info.id, dataset, DigestMemo(settings.digest_memo))
         cached = _cached_result(store, cache, key, job_id) if cacheable(job.request) else None
         if cached is not None:
             store.finish_succeeded(job_id, cached)
