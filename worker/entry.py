@@ -138,6 +138,7 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
 
     try:
         # Imported here, not at module level: the engine pulls in torch, and only the work-horse should.
+        from prunebench.worker.engine.decode_cache import DecodeCache
         from prunebench.worker.engine.pipeline import run_pipeline
 
         checkpoints = CheckpointStore(settings)
@@ -152,14 +153,16 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
             load_catalog(settings.datasets, include_builtin=settings.builtin_assets), job.request.dataset
         )
         cache = ResultCache(store.redis, settings.redis_prefix)
-        key = cache_key(job.request, info.id, dataset, DigestMemo(settings.digest_memo))
+        memo = DigestMemo(settings.digest_memo)
+        key = cache_key(job.request, info.id, dataset, memo)
         cached = _cached_result(store, cache, key, job_id) if cacheable(job.request) else None
         if cached is not None:
             store.finish_succeeded(job_id, cached)
             log.info("job %s: succeeded from the cache", job_id)
             return JobStatus.SUCCEEDED.value
         artifacts = Path(settings.artifacts_dir) / job_id
-        result = run_pipeline(job.request, job_id, info, path, dataset, reporter, artifacts)
+        decode_cache = DecodeCache(settings.decode_cache_dir, settings.decode_cache_bytes, memo)
+        result = run_pipeline(job.request, job_id, info, path, dataset, reporter, artifacts, decode_cache=decode_cache)
         result.cache_key = key
         _publish_artifacts(job_id, result)
         store.finish_succeeded(job_id, result)

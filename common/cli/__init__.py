@@ -329,10 +329,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _say(f"invalid job: {exc}")
         return 2
 
+    from prunebench.datasets.digests import DigestMemo
+    from prunebench.worker.engine.decode_cache import DecodeCache
     from prunebench.worker.engine.pipeline import run_local
 
+    # The host's decode cache, as a worker would use it: a second run on the same images decodes nothing.
+    cache = DecodeCache(settings.decode_cache_dir, settings.decode_cache_bytes, DigestMemo(settings.digest_memo))
     try:
-        result = run_local(request, checkpoint, dataset, _StderrReporter(), args.save_dir)
+        result = run_local(request, checkpoint, dataset, _StderrReporter(), args.save_dir, decode_cache=cache)
     except Exception as exc:
         from prunebench.worker.entry import one_line
 

@@ -1,7 +1,8 @@
 """Decode a COCO-format dataset once per job and batch it the way upstream YOLOv5 ``val.py`` does.
 
 Every sparsity point of a job is evaluated on the same images, so decoding (the slow, CPU-bound part)
-happens once: each image is read with OpenCV and resized so its long side is ``img_size``. What stays
+happens once: each image is read with OpenCV and resized so its long side is ``img_size``, into a
+memory-mapped file (``decode_cache``: shared by the jobs of one host, or private to the job). What stays
 per evaluation is cheap: grouping images into rectangular batches and letterboxing them to the batch
 shape. Both follow upstream's validation semantics (facts of its behaviour, reimplemented here):
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from prunebench.datasets.catalog import DatasetSpec
+from prunebench.worker.engine.decode_cache import DecodeCache, decode_private, stored_size
 
 PAD_VALUE = 114  # letterbox border grey, as upstream
 RECT_PAD = 0.5  # val.py's rect padding, in units of stride
@@ -48,7 +49,7 @@ class GroundTruth:
 class DecodedImage:
     image_id: int
     file_name: str
-    pixels: np.ndarray  # HWC, BGR, uint8, long side == img_size (OpenCV's layout; RGB is made at batch time)
+    pixels: np.ndarray  # HWC, BGR, uint8, long side == img_size (a view of the memory-mapped decode file)
     orig_hw: tuple[int, int]  # (h0, w0) as decoded
     truths: list[GroundTruth] = field(default_factory=list)
 
@@ -143,8 +144,13 @@ def decode_dataset(
     max_images: int | None = None,
     workers: int = 8,
     on_progress: Callable[[int, int], None] | None = None,
+    cache: DecodeCache | None = None,
 ) -> DecodedDataset:
-    """Read, decode and resize every evaluated image once; raise DatasetError on any bad file."""
+    """Every evaluated image decoded and resized once; raise DatasetError on any bad file.
+
+    Pixels live in a memory-mapped file (``decode_cache``): the host's shared cache when ``cache`` is
+    given, else a job-private file; either way they are not held in this process's memory.
+    """
     entries = _select_images(spec.instances, max_images)
     truths = _truths_by_image(spec.instances)
     paths = [spec.images_dir / str(e["file_name"]) for e in entries]
@@ -153,23 +159,21 @@ def decode_dataset(
         image = _read_image(path)
         return resize_long_side(image, img_size), (int(image.shape[0]), int(image.shape[1]))
 
-    decoded: list[tuple[np.ndarray, tuple[int, int]]] = []
-    # OpenCV releases the GIL while decoding and resizing, so threads scale across cores.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, item in enumerate(pool.map(load, paths), start=1):
-            decoded.append(item)
-            if on_progress is not None:
-                on_progress(done, len(paths))
+    if cache is not None:
+        hint = stored_size(entries, img_size) or None
+        split = cache.open(paths, img_size, load, workers, on_progress, size_hint=hint)
+    else:
+        split = decode_private(paths, load, workers, on_progress)
 
     images = [
         DecodedImage(
             image_id=int(entry["id"]),
             file_name=str(entry["file_name"]),
-            pixels=pixels,
-            orig_hw=hw,
+            pixels=split.pixels_of(position),
+            orig_hw=split.images[position].orig_hw,
             truths=truths.get(int(entry["id"]), []),
         )
-        for entry, (pixels, hw) in zip(entries, decoded, strict=True)
+        for position, entry in enumerate(entries)
     ]
     order = aspect_order([im.orig_hw for im in images])
     return DecodedDataset(name=spec.name, img_size=img_size, images=[images[i] for i in order])

@@ -51,6 +51,7 @@ from prunebench.datasets.catalog import CatalogError, DatasetSpec
 from prunebench.worker.engine import artifacts, measure, pruning
 from prunebench.worker.engine.checkpoints import LoadedModel, load_model
 from prunebench.worker.engine.data import DecodedDataset, decode_dataset, grid_stride
+from prunebench.worker.engine.decode_cache import DecodeCache
 from prunebench.worker.engine.device import environment, resolve_device, use_half
 from prunebench.worker.engine.evaluate import EVAL_SHARE, EvalConfig, EvalOutput, evaluate
 from prunebench.worker.engine.reporting import JobCanceled, NullReporter, Reporter
@@ -129,7 +130,9 @@ def _class_map(dataset: DatasetSpec, loaded: LoadedModel) -> list[int]:
     return class_map
 
 
-def _decode(request: JobRequest, dataset: DatasetSpec, reporter: Reporter, runs_total: int) -> DecodedDataset:
+def _decode(
+    request: JobRequest, dataset: DatasetSpec, reporter: Reporter, runs_total: int, cache: DecodeCache | None
+) -> DecodedDataset:
     def on_progress(done: int, total: int) -> None:
         # Decoding is per image; report roughly every 2% to keep the reporter cheap.
         if done == total or done % max(1, total // 50) == 0:
@@ -137,11 +140,16 @@ def _decode(request: JobRequest, dataset: DatasetSpec, reporter: Reporter, runs_
                 _progress(None, "decoding", 0, runs_total, images_done=done, images_total=total, message=dataset.name)
             )
 
-    return decode_dataset(dataset, request.img_size, request.max_images, on_progress=on_progress)
+    return decode_dataset(dataset, request.img_size, request.max_images, on_progress=on_progress, cache=cache)
 
 
 def _setup(
-    request: JobRequest, checkpoint_path: Path, dataset: DatasetSpec, reporter: Reporter, artifacts_dir: Path | None
+    request: JobRequest,
+    checkpoint_path: Path,
+    dataset: DatasetSpec,
+    reporter: Reporter,
+    artifacts_dir: Path | None,
+    decode_cache: DecodeCache | None,
 ) -> _Job:
     points = request.sweep()
     reporter.progress(_progress(None, "loading", 0, len(points)))
@@ -152,7 +160,7 @@ def _setup(
     # Fuse first, then prune (upstream's parity flow); on the device, so each point is copied and pruned there.
     dense = loaded.model.float().eval().fuse().to(device)
     _check_stop(reporter)
-    decoded = _decode(request, dataset, reporter, len(points))
+    decoded = _decode(request, dataset, reporter, len(points), decode_cache)
     return _Job(
         request=request,
         reporter=reporter,
@@ -360,13 +368,15 @@ def run_pipeline(
     artifacts_dir: Path | None = None,
     *,
     worker: str | None = None,
+    decode_cache: DecodeCache | None = None,
 ) -> JobResult:
     """Run every sparsity point of ``request``; raises JobCanceled when the reporter says stop.
 
     Saved models (``request.save_models``) go to ``artifacts_dir/run-{k}.pt``; ``worker`` names this
-    worker in the result's environment (default host:pid).
+    worker in the result's environment (default host:pid); ``decode_cache`` is the host's shared
+    decoded-image cache (None: a job-private decode file).
     """
-    job = _setup(request, Path(checkpoint_path), dataset, reporter, artifacts_dir)
+    job = _setup(request, Path(checkpoint_path), dataset, reporter, artifacts_dir, decode_cache)
     runs: list[RunResult] = []
     for k in range(len(job.points)):
         _check_stop(reporter)
@@ -421,10 +431,18 @@ def run_local(
     dataset_spec: DatasetSpec,
     reporter: Reporter | None = None,
     artifacts_dir: Path | None = None,
+    decode_cache: DecodeCache | None = None,
 ) -> JobResult:
     """Run a job in this process, without the service (CLI, benchmarks, tests)."""
     info = local_checkpoint_info(checkpoint_path)
     job_id = f"local-{uuid.uuid4().hex[:12]}"
     return run_pipeline(
-        request, job_id, info, Path(checkpoint_path), dataset_spec, reporter or NullReporter(), artifacts_dir
+        request,
+        job_id,
+        info,
+        Path(checkpoint_path),
+        dataset_spec,
+        reporter or NullReporter(),
+        artifacts_dir,
+        decode_cache=decode_cache,
     )
