@@ -270,7 +270,9 @@ def test_api_and_workers_agree_on_settings(compose: dict[str, Any]) -> None:
     for name, svc in _workers(compose).items():
         for key in ("PRUNEBENCH_REDIS_URL", "PRUNEBENCH_QUEUE_NAME", "PRUNEBENCH_STORE_DIR", "PRUNEBENCH_DATASETS"):
             assert svc["environment"][key] == api_env[key], f"{name}: {key}"
-        assert svc["volumes"] == compose["services"]["api"]["volumes"], name
+        # The same inputs and store as the API, plus the host-local decode cache at PRUNEBENCH_CACHE_DIR.
+        assert svc["volumes"] == [*compose["services"]["api"]["volumes"], "decode-cache:/cache"], name
+        assert svc["environment"]["PRUNEBENCH_CACHE_DIR"] == "/cache"
 
 
 def test_redis_url_follows_the_password(raw_compose: dict[str, Any]) -> None:

@@ -78,6 +78,7 @@ class Service:
             "PRUNEBENCH_REDIS_PREFIX": self.prefix,
             "PRUNEBENCH_QUEUE_NAME": self.prefix,
             "PRUNEBENCH_STORE_DIR": str(root / "store"),
+            "PRUNEBENCH_CACHE_DIR": str(root / "cache"),
             "PRUNEBENCH_BUILTIN_ASSETS": "1",
             "PRUNEBENCH_API_KEYS": ",".join(f"{owner}:{key}" for owner, key in API_KEYS.items()),
             "PRUNEBENCH_LOG_JSON": "0",
