@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(10.0, gt=0, description="Timeout of one callback POST.")
 
     worker_name: str | None = Field(None, description="rq worker name; defaults to host:pid.")
+    worker_preload: bool = Field(
+        True, description="Import torch and the engine's libraries once in the worker, not in every job."
+    )
     log_json: bool = Field(True, description="Structured JSON log lines on stderr.")
     log_level: str = "INFO"
 
