@@ -10,15 +10,33 @@ import math
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_SPARSITIES = 32
 """Upper bound on sweep points in one job: each point is a full evaluation pass."""
 
+# -- names: every method, status, stage and outcome the API speaks, here and nowhere else ----------
+# GET /v1/meta serves them (the dashboard and the CLI read them from there or from here).
+
 PruneMethod = Literal["l1_unstructured", "global_magnitude", "channel"]
-PRUNE_METHODS: tuple[str, ...] = ("l1_unstructured", "global_magnitude", "channel")
+PRUNE_METHODS: tuple[str, ...] = get_args(PruneMethod)
+
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "canceled"]
+"""The values of `JobStatus` (the enum that code compares against)."""
+
+Stage = Literal["queued", "loading", "decoding", "pruning", "evaluating", "scoring", "saving", "done"]
+"""Where a job is (`Progress.stage`). A worker reports them in this order for each sparsity point."""
+STAGES: tuple[str, ...] = get_args(Stage)
+
+AttemptOutcome = Literal["succeeded", "cached", "failed", "canceled", "crashed", "abandoned"]
+"""How one attempt ended (`Attempt.outcome`); prunebench.jobs.store explains each."""
+ATTEMPT_OUTCOMES: tuple[str, ...] = get_args(AttemptOutcome)
+
+CheckpointFormat = Literal["yolov5", "state_dict", "prunebench"]
+"""How a checkpoint file is laid out (prunebench.checkpoints.inspect describes each)."""
+CheckpointSource = Literal["upload", "models_dir", "builtin"]
 
 ScorerName = Literal["faster_coco_eval", "pycocotools"]
 """COCO bbox scorers: faster-coco-eval (default; equal stats, faster) or pycocotools (what upstream calls)."""
@@ -37,6 +55,8 @@ EXCLUDE_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,200}$")
 
 
 class JobStatus(StrEnum):
+    """A job's status; its values are `JobStatusName`'s (a test holds the two equal)."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -45,7 +65,12 @@ class JobStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+        return self in TERMINAL_STATUSES
+
+
+JOB_STATUSES: tuple[str, ...] = get_args(JobStatusName)
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+"""Statuses a job never leaves by itself (only a user's retry moves a failed or canceled job)."""
 
 
 class EvalSettings(BaseModel):
@@ -140,8 +165,7 @@ class JobRequest(EvalSettings):
 
 
 class Progress(BaseModel):
-    stage: str = "queued"
-    """queued | loading | decoding | pruning | evaluating | scoring | saving | done"""
+    stage: Stage = "queued"
     run_index: int = 0
     runs_total: int = 0
     sparsity: float | None = None
@@ -156,7 +180,7 @@ class Attempt(BaseModel):
     worker: str | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
-    outcome: str | None = None
+    outcome: AttemptOutcome | None = None
     error: str | None = None
 
 
@@ -181,11 +205,10 @@ class CheckpointInfo(BaseModel):
     id: str = Field(..., description="sha256 hex digest of the file's bytes.")
     name: str
     size_bytes: int
-    format: str
-    """yolov5-pickle | state-dict | prunebench"""
+    format: CheckpointFormat
     num_classes: int
     class_names: list[str]
-    source: Literal["upload", "models_dir", "builtin"] = "upload"
+    source: CheckpointSource = "upload"
     arch: str | None = None
     stride: list[float] | None = None
     created_at: datetime | None = None
@@ -298,3 +321,29 @@ class JobResult(BaseModel):
     cached: bool = False
     cache_key: str | None = None
     created_at: datetime | None = None
+
+
+# -- lists and names over HTTP ------------------------------------------------------------------------
+
+Item = TypeVar("Item")
+
+
+class Page(BaseModel, Generic[Item]):
+    """One page of a list route (GET /v1/jobs, /v1/checkpoints, /v1/datasets), newest or catalog order."""
+
+    items: list[Item]
+    total: int = Field(..., ge=0, description="How many items match in all (for paging with limit/offset).")
+    limit: int = Field(..., ge=1, description="The most items one page holds, as asked.")
+    offset: int = Field(..., ge=0, description="How many matching items precede this page.")
+
+
+class Meta(BaseModel):
+    """GET /v1/meta: the names the API speaks, so clients need not copy them."""
+
+    version: str
+    methods: list[PruneMethod]
+    statuses: list[JobStatusName]
+    terminal_statuses: list[JobStatusName]
+    stages: list[Stage]
+    attempt_outcomes: list[AttemptOutcome]
+    max_sparsities: int = Field(..., description="Most sparsity points one job may ask for.")

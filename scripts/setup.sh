@@ -10,3 +10,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]" --config-settings editable_mode=strict
+# The dashboard's JS linter and formatter (Biome, pinned in package.json and package-lock.json).
+npm ci --no-audit --no-fund --loglevel=error

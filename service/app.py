@@ -1,7 +1,8 @@
 """The prunebench HTTP API: `create_app()` builds it; `app` is the instance uvicorn serves.
 
 Torch-free by construction (the API image has no torch): nothing here imports prunebench.worker.
-A test imports this module in a fresh interpreter and checks `torch` is not in sys.modules.
+import-linter checks that (pyproject.toml), and a test imports this module in a fresh interpreter
+and checks `torch` is not in sys.modules.
 """
 
 from __future__ import annotations
@@ -11,64 +12,34 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import prunebench
 from prunebench.config import Settings, get_settings
 from prunebench.datasets.catalog import CatalogError
 from prunebench.jobs.store import connect
-from prunebench.service import auth, dashboard, extras
+from prunebench.service import auth, dashboard, metrics
+from prunebench.service.middleware import install_middleware
 from prunebench.service.problems import install_problem_handlers, problem_response
-from prunebench.service.routes import checkpoints, datasets, health, jobs
-
-UPLOAD_PATH = "/v1/checkpoints"
-"""The one route with its own (much larger) body limit, enforced while it streams the upload."""
+from prunebench.service.routes import checkpoints, datasets, health, jobs, meta
+from prunebench.service.webhooks import Deliverer
 
 
-class BodyLimit:
-    """413 for JSON bodies over `max_body_bytes`, by Content-Length or while the body streams in."""
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Every API replica runs one webhook delivery thread; claims in Redis keep them apart.
+    deliverer = Deliverer(app.state.redis, app.state.settings)
+    deliverer.start()
+    yield
+    deliverer.stop()
+    app.state.redis.close()
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["path"] == UPLOAD_PATH and scope["method"] == "POST"):
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                response = problem_response(
-                    413, f"request bodies are limited to {self.max_bytes} bytes", kind="too-large"
-                )
-                await response(scope, receive, send)
-                return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    # FastAPI re-raises HTTPExceptions from body reading; the problem handler answers.
-                    raise StarletteHTTPException(413, f"request bodies are limited to {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, limited, send)
+async def _catalog_broken(request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(503, f"the dataset catalog is unusable: {exc}", kind="catalog-unusable")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        extras.start_background(app)  # webhook deliveries (prunebench.service.webhooks)
-        yield
-        extras.stop_background(app)
-        app.state.redis.close()
-
     app = FastAPI(
         title="prunebench",
         version=prunebench.__version__,
@@ -81,21 +52,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.redis = connect(settings)
 
     install_problem_handlers(app)
+    app.add_exception_handler(CatalogError, _catalog_broken)
     auth.install(app.state, settings)  # parse PRUNEBENCH_API_KEYS now: a bad value or no keys shows at start
+    http_metrics = metrics.instruments(app.state.redis, settings)
+    app.state.metrics_registry = http_metrics.registry
+    install_middleware(app, settings, http_metrics.requests, http_metrics.latency)
 
-    async def catalog_broken(request: Request, exc: Exception) -> JSONResponse:
-        return problem_response(503, f"the dataset catalog is unusable: {exc}", kind="catalog-unusable")
-
-    app.add_exception_handler(CatalogError, catalog_broken)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    # After BodyLimit, so outside it: /metrics, job-tagged logs, and CORS outermost of all.
-    extras.install(app, settings, app.state.redis)
-
-    app.include_router(health.router)
-    app.include_router(checkpoints.router)
-    app.include_router(datasets.router)
-    app.include_router(jobs.router)
-    app.include_router(dashboard.router)
+    for router in (
+        health.router,
+        meta.router,
+        checkpoints.router,
+        datasets.router,
+        jobs.router,
+        metrics.router,
+        dashboard.router,
+    ):
+        app.include_router(router)
     return app
 
 

@@ -5,9 +5,10 @@ memory after start-up, and a presented key is hashed and compared with every con
 `hmac.compare_digest`, so neither the comparison time nor an early exit reveals how much of a key
 matched. Keys are never logged; the owner name is what the rest of the API sees (`principal`).
 
-The owner `admin` sees every job and upload. With PRUNEBENCH_AUTH_DISABLED=1 every caller is
-`local` (a single-user machine, the quick start); with auth on and no keys configured, every /v1
-request is refused: a deployment that forgot its keys fails closed, and says so in its log.
+The owner `admin` sees every job and upload (prunebench.service.access holds who sees what). With
+PRUNEBENCH_AUTH_DISABLED=1 every caller is `local` (a single-user machine, the quick start); with auth
+on and no keys configured, every /v1 request is refused: a deployment that forgot its keys fails
+closed, and says so in its log.
 """
 
 from __future__ import annotations
@@ -18,16 +19,22 @@ import logging
 from dataclasses import dataclass
 
 from fastapi import Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from prunebench.config import Settings
+from prunebench.service.access import LOCAL
 from prunebench.service.problems import Problem
 
 log = logging.getLogger("prunebench.api")
 
-ADMIN = "admin"
-"""The owner that sees and may cancel or retry everything."""
-LOCAL = "local"
-"""The principal of every request when authentication is disabled."""
+bearer = HTTPBearer(
+    scheme_name="ApiKey",
+    description="An API key from PRUNEBENCH_API_KEYS, sent as `Authorization: Bearer <key>`.",
+    # We answer a missing or wrong key ourselves, as a problem+json 401 with a challenge.
+    auto_error=False,
+)
+"""Declares the bearer scheme in the OpenAPI document; `principal_of` does the checking."""
+
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="prunebench"'}
 
 
@@ -91,26 +98,24 @@ def _unauthorized(detail: str) -> Problem:
     return Problem(401, detail, kind="unauthorized", headers=CHALLENGE)
 
 
-def principal_of(request: Request) -> str:
-    """The owner behind the request's bearer key; raises a 401 Problem when there is none."""
+def principal_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The owner behind the request's bearer key; raises a 401 Problem when there is none.
+
+    `credentials` is what `bearer` parsed (None when the header is missing or not `Bearer <key>`).
+    """
     ring: KeyRing | None = getattr(request.app.state, "keyring", None)
     if ring is None:  # an app built without install(): parse the keys on first use
         ring = install(request.app.state, request.app.state.settings)
     if ring.disabled:
         return LOCAL
-    header = request.headers.get("authorization")
-    if not header:
-        raise _unauthorized("send an API key as 'Authorization: Bearer <key>'")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    if credentials is None:
+        if not request.headers.get("authorization"):
+            raise _unauthorized("send an API key as 'Authorization: Bearer <key>'")
         raise _unauthorized("the Authorization header must be 'Bearer <key>'")
-    owner = ring.owner_of(key.strip())
+    key = credentials.credentials.strip()
+    if not key:
+        raise _unauthorized("the Authorization header must be 'Bearer <key>'")
+    owner = ring.owner_of(key)
     if owner is None:
         raise _unauthorized("unknown API key")
     return owner
-
-
-UNAUTHORIZED_RESPONSE = {
-    401: {"description": "Missing or unknown API key", "content": {"application/problem+json": {}}},
-}
-"""For routers' `responses=`: declares the 401 every /v1 operation may answer."""

@@ -1,6 +1,7 @@
 """The web dashboard: static HTML/JS/CSS served by the API itself (no build step, no CDN).
 
-`GET /` redirects to `/ui/`; `/ui/` serves index.html and `/ui/<file>` the other static files.
+`GET /` redirects to `/ui/`; `/ui/` serves index.html and `/ui/<path>` the other static files, in
+sub-folders too (`/ui/js/views/jobs.js`): ES modules import each other by relative path.
 The page is public (it holds no data); everything it shows it fetches from /v1 with the API key
 the user enters, sent as `Authorization: Bearer <key>`. A strict Content-Security-Policy keeps
 the page to same-origin scripts, styles and connections.
@@ -42,10 +43,15 @@ router = APIRouter(include_in_schema=False)
 
 
 def _static_files() -> dict[str, Path]:
-    """The servable files by name: only plain files directly in the static folder."""
+    """The servable files by relative path (`js/app.js`): plain files under the static folder with a
+    known media type. Listed, not resolved from the request, so no path can reach outside the folder."""
     if not STATIC_DIR.is_dir():
         return {}
-    return {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in MEDIA_TYPES}
+    return {
+        p.relative_to(STATIC_DIR).as_posix(): p
+        for p in STATIC_DIR.rglob("*")
+        if p.is_file() and p.suffix in MEDIA_TYPES
+    }
 
 
 def _serve(name: str) -> Response:
@@ -70,6 +76,6 @@ def ui_index() -> Response:
     return _serve("index.html")
 
 
-@router.api_route("/ui/{name}", methods=["GET", "HEAD"])
+@router.api_route("/ui/{name:path}", methods=["GET", "HEAD"])
 def ui_file(name: str) -> Response:
     return _serve(name)

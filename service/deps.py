@@ -11,12 +11,13 @@ from typing import Annotated
 
 import redis
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 
 from prunebench.checkpoints.store import CheckpointStore
 from prunebench.config import Settings
 from prunebench.datasets.catalog import DatasetSpec, load_catalog
 from prunebench.jobs.store import JobStore
-from prunebench.service.auth import principal_of
+from prunebench.service.auth import bearer, principal_of
 
 
 def get_settings(request: Request) -> Settings:
@@ -46,20 +47,17 @@ def get_catalog(settings: SettingsDep) -> dict[str, DatasetSpec]:
     return load_catalog(settings.datasets, include_builtin=settings.builtin_assets)
 
 
-def get_principal(request: Request) -> str:
+def get_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> str:
     """Who is calling: the owner recorded on jobs and uploads, from the request's API key.
 
     401 problem without a valid key; "local" when PRUNEBENCH_AUTH_DISABLED=1 (see service/auth.py).
     """
-    return principal_of(request)
+    return principal_of(request, credentials)
 
 
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
 CheckpointStoreDep = Annotated[CheckpointStore, Depends(get_checkpoint_store)]
 CatalogDep = Annotated[dict[str, DatasetSpec], Depends(get_catalog)]
 PrincipalDep = Annotated[str, Depends(get_principal)]
-
-
-def can_see(principal: str, owner: str | None) -> bool:
-    """Owners see their own jobs and uploads; the `admin` owner sees everything."""
-    return principal == "admin" or owner is None or owner == principal

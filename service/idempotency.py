@@ -26,6 +26,8 @@ from typing import Any
 
 import redis
 
+from prunebench.jobs.keys import Keys
+
 MAX_KEY_LENGTH = 200
 WAIT_FOR_OWNER_S = 5.0
 """How long a duplicate waits for the winning request to create the job record before giving up (409)."""
@@ -58,18 +60,15 @@ def valid_key(key: str) -> bool:
 
 
 class IdempotencyStore:
-    """Claims on idempotency keys, as Redis strings `{prefix}:idem:{sha256(owner)}:{sha256(key)}`."""
+    """Claims on idempotency keys, as Redis strings named by `Keys.idempotency(owner, key)`."""
 
-    def __init__(self, connection: redis.Redis, prefix: str, ttl_s: int) -> None:
+    def __init__(self, connection: redis.Redis, keys: Keys, ttl_s: int) -> None:
         self.redis = connection
-        self.prefix = prefix
+        self.keys = keys
         self.ttl_s = ttl_s
 
     def redis_key(self, owner: str, key: str) -> str:
-        # Hashed: the client's key (possibly sensitive, any characters) never becomes a Redis key verbatim.
-        owner_h = hashlib.sha256(owner.encode()).hexdigest()[:32]
-        key_h = hashlib.sha256(key.encode()).hexdigest()
-        return f"{self.prefix}:idem:{owner_h}:{key_h}"
+        return self.keys.idempotency(owner, key)
 
     def claim(self, owner: str, key: str, fingerprint: str, new_job_id: str) -> Claim:
         """Claim `key` for a job about to be created as `new_job_id`, or find the job that owns it."""

@@ -18,20 +18,19 @@ the ingress). If Redis is down the job metrics are left out and `prunebench_redi
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import redis
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from rq import Queue, Worker
-from rq.serializers import JSONSerializer
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prunebench.config import Settings
 from prunebench.jobs import metrics as jobmetrics
+from prunebench.jobs import rq_adapter
+from prunebench.jobs.keys import Keys
 
 router = APIRouter(include_in_schema=False)
 
@@ -60,20 +59,21 @@ class RedisCollector(Collector):
         yield from families
 
     def _from_redis(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
-        prefix = self.settings.redis_prefix
-        queue = Queue(self.settings.queue_name, connection=self.redis, serializer=JSONSerializer)
+        keys = Keys(self.settings.redis_prefix)
+        queue = rq_adapter.make_queue(self.redis, self.settings.queue_name)
+        waiting, in_flight, live = rq_adapter.queue_counts(queue)
 
         depth = GaugeMetricFamily("prunebench_queue_depth", "Jobs waiting in the queue for a worker.")
-        depth.add_metric([], float(queue.count))
+        depth.add_metric([], float(waiting))
         yield depth
         running = GaugeMetricFamily("prunebench_jobs_running", "Jobs a worker is executing now.")
-        running.add_metric([], float(queue.started_job_registry.count))
+        running.add_metric([], float(in_flight))
         yield running
         workers = GaugeMetricFamily("prunebench_workers", "Live rq workers consuming this deployment's queue.")
-        workers.add_metric([], float(Worker.count(queue=queue)))
+        workers.add_metric([], float(live))
         yield workers
 
-        counts = self.redis.hgetall(jobmetrics.jobs_key(prefix))
+        counts = self.redis.hgetall(keys.metrics_jobs)
         by_name = {k.decode(): _num(v) for k, v in counts.items()}
         submitted = CounterMetricFamily("prunebench_jobs_submitted", "Jobs accepted by POST /v1/jobs.")
         submitted.add_metric([], by_name.get("submitted", 0.0))
@@ -89,7 +89,7 @@ class RedisCollector(Collector):
             "prunebench_job_duration_seconds", "Run time of jobs that ran, by final status.", labels=["status"]
         )
         for status in jobmetrics.OUTCOMES:
-            raw = {k.decode(): _num(v) for k, v in self.redis.hgetall(jobmetrics.duration_key(prefix, status)).items()}
+            raw = {k.decode(): _num(v) for k, v in self.redis.hgetall(keys.metrics_duration(status)).items()}
             buckets = [(f"{b:g}", raw.get(jobmetrics.bucket_field(b), 0.0)) for b in jobmetrics.DURATION_BUCKETS_S]
             buckets.append(("+Inf", raw.get("le:+Inf", 0.0)))
             duration.add_metric([status], buckets, raw.get("sum", 0.0))
@@ -98,45 +98,22 @@ class RedisCollector(Collector):
         stages = CounterMetricFamily(
             "prunebench_stage_seconds", "Wall seconds workers spent in each pipeline stage.", labels=["stage"]
         )
-        for stage, seconds in sorted(self.redis.hgetall(jobmetrics.stage_key(prefix)).items()):
+        for stage, seconds in sorted(self.redis.hgetall(keys.metrics_stages).items()):
             stages.add_metric([stage.decode()], _num(seconds))
         yield stages
 
 
-class HttpMetrics:
-    """ASGI middleware counting requests and timing them, by method, route template and status."""
+@dataclass(frozen=True)
+class HttpInstruments:
+    """One app's /metrics registry and the two instruments the HttpMetrics middleware feeds."""
 
-    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram) -> None:
-        self.app = app
-        self.requests = requests
-        self.latency = latency
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # what the client sees when the app raises before responding
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            # Starlette's router stores the matched route in the scope; unmatched paths share one label.
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            self.requests.labels(method, template, str(status)).inc()
-            self.latency.labels(method, template).observe(time.perf_counter() - started)
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
 
 
-def install_metrics(app: FastAPI, connection: redis.Redis, settings: Settings) -> None:
-    """A per-app registry (tests build many apps in one process), the middleware and the route."""
+def instruments(connection: redis.Redis, settings: Settings) -> HttpInstruments:
+    """A per-app registry (tests build many apps in one process) with the Redis collector in it."""
     registry = CollectorRegistry()
     requests = Counter(
         "prunebench_http_requests", "HTTP requests served.", ["method", "route", "status"], registry=registry
@@ -149,9 +126,7 @@ def install_metrics(app: FastAPI, connection: redis.Redis, settings: Settings) -
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     )
     registry.register(RedisCollector(connection, settings))
-    app.state.metrics_registry = registry
-    app.add_middleware(HttpMetrics, requests=requests, latency=latency)
-    app.include_router(router)
+    return HttpInstruments(registry, requests, latency)
 
 
 @router.get("/metrics")

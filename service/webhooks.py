@@ -8,7 +8,7 @@ followed at delivery, for the same reason. Callbacks also need PRUNEBENCH_WEBHOO
 callback could be forged by anyone who learns the receiver's URL, so without a secret they are refused.
 
 Durability: the terminal transition itself schedules the delivery (prunebench.jobs.events adds the
-job id to the `{p}:webhooks:due` sorted set in the same MULTI as the status write), so a delivery is
+job id to the `Keys.webhooks_due` sorted set in the same MULTI as the status write), so a delivery is
 owed exactly when a job ended, whichever process ended it. A `Deliverer` thread in each API process
 claims due entries by pushing their score `LEASE_S` into the future under WATCH (one claimant wins),
 POSTs, then removes the entry (delivered, or out of attempts) or re-scores it for the next attempt
@@ -16,7 +16,7 @@ with exponential back-off. A replica that dies mid-delivery leaves its lease to 
 retries: delivery is at least once; receivers de-duplicate by job id (header X-Prunebench-Delivery).
 
 The body is built once, at the first attempt, from the job resource (without `deliveries`), stored
-in `{p}:webhook:{id}`, and every retry sends the same bytes with the same signature:
+in `Keys.webhook_body(id)`, and every retry sends the same bytes with the same signature:
 `X-Prunebench-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes>`. Each attempt is recorded
 on the job (`deliveries`: attempt, at, event, status_code or error, delivered). A job retried after
 it ended ends again: that terminal transition resets the body and the attempt budget (a new event).
@@ -39,8 +39,8 @@ import redis
 
 from prunebench.config import Settings
 from prunebench.infra.logging_setup import bound_job
-from prunebench.jobs.events import webhook_attempts_key, webhook_body_key, webhooks_due_key
 from prunebench.jobs.store import JobNotFound, JobStore, utcnow
+from prunebench.service.problems import Problem
 
 log = logging.getLogger("prunebench.service.webhooks")
 
@@ -77,6 +77,16 @@ def check_callback_url(url: str, settings: Settings) -> None:
         raise CallbackRefused(f"callback host {host or '(none)'!r} is not in this deployment's allow-list")
 
 
+def require_allowed_callback(url: str | None, settings: Settings) -> None:
+    """422 problem at submit for a callback_url this deployment will not call."""
+    if url is None:
+        return
+    try:
+        check_callback_url(url, settings)
+    except CallbackRefused as exc:
+        raise Problem(422, str(exc), kind="callback-refused") from exc
+
+
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -93,17 +103,18 @@ class Deliverer:
         self.redis = connection
         self.settings = settings
         self.store = JobStore(connection, settings)
-        self.due_key = webhooks_due_key(settings.redis_prefix)
+        self.keys = self.store.keys
+        self.due_key = self.keys.webhooks_due
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # No redirects: a 30x to an internal address must not turn a callback into SSRF.
         self.http = httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False)
 
     def body_key(self, job_id: str) -> str:
-        return webhook_body_key(self.settings.redis_prefix, job_id)
+        return self.keys.webhook_body(job_id)
 
     def attempts_key(self, job_id: str) -> str:
-        return webhook_attempts_key(self.settings.redis_prefix, job_id)
+        return self.keys.webhook_attempts(job_id)
 
     # -- claiming ---------------------------------------------------------------------------------
 
@@ -142,16 +153,7 @@ class Deliverer:
     def _record(self, job_id: str, entry: dict[str, Any]) -> int:
         """Append `entry` to the job's `deliveries`, numbered within this event; returns that number."""
         number = int(self.redis.incr(self.attempts_key(job_id)))
-        key = self.store.job_key(job_id)
-
-        def append(pipe: redis.client.Pipeline) -> None:
-            raw = pipe.hget(key, "deliveries")
-            deliveries = json.loads(raw) if raw else []
-            deliveries.append({"attempt": number, **entry})
-            pipe.multi()
-            pipe.hset(key, "deliveries", json.dumps(deliveries))
-
-        self.redis.transaction(append, key)
+        self.store.append_delivery(job_id, {"attempt": number, **entry})
         return number
 
     def _finish(self, job_id: str) -> None:

@@ -9,23 +9,21 @@ here, without a retry that would fail the same way.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
-
-from rq import get_current_job
 
 from prunebench.checkpoints.store import CheckpointStore, UnknownCheckpoint
 from prunebench.config import Settings, get_settings
-from prunebench.contract import JobResult, JobStatus, Progress
-from prunebench.datasets.catalog import UnknownDataset, load_catalog, resolve_dataset
+from prunebench.contract import CheckpointInfo, JobResource, JobResult, JobStatus, Progress
+from prunebench.datasets.catalog import DatasetSpec, UnknownDataset, load_catalog, resolve_dataset
 from prunebench.datasets.digests import DigestMemo
 from prunebench.infra.logging_setup import tagged_with_job
+from prunebench.jobs import rq_adapter
 from prunebench.jobs.metrics import StageClock
 from prunebench.jobs.result_cache import ResultCache, cache_key, cacheable
 from prunebench.jobs.store import JobNotFound, JobStore, TransitionRefused, connect
-from prunebench.worker.engine.reporting import JobCanceled
+from prunebench.worker.engine.reporting import JobCanceled, one_line
 
 log = logging.getLogger("prunebench.worker")
 
@@ -59,7 +57,8 @@ class RedisReporter:
         if progress.stage == self._last_stage and now - self._last_write < PROGRESS_INTERVAL_S:
             return
         self._last_write, self._last_stage = now, progress.stage
-        if self.worker is not None and self._orphaned():
+        if self.worker is not None and not self.store.running_on(self.job_id, self.worker):
+            # Requeued, failed, or run elsewhere meanwhile: this horse is an orphan.
             self._canceled = True
             return
         if not self.store.update_progress(self.job_id, progress) and self.store.status(self.job_id) in (
@@ -68,11 +67,6 @@ class RedisReporter:
         ):
             self._canceled = True
 
-    def _orphaned(self) -> bool:
-        """The record no longer says `running on this worker` (requeued, failed, or run elsewhere)."""
-        status, worker = self.store.redis.hmget(self.store.job_key(self.job_id), ["status", "worker"])
-        return status is None or status.decode() != JobStatus.RUNNING.value or (worker or b"").decode() != self.worker
-
     def should_stop(self) -> bool:
         if self._canceled:
             return True
@@ -80,23 +74,9 @@ class RedisReporter:
         if now - self._last_check >= STOP_CHECK_INTERVAL_S:
             self._last_check = now
             self._canceled = self.store.status(self.job_id) in (JobStatus.CANCELED, None) or (
-                self.worker is not None and self._orphaned()
+                self.worker is not None and not self.store.running_on(self.job_id, self.worker)
             )
         return self._canceled
-
-
-def worker_label() -> str:
-    """The name recorded on attempts: rq's worker name when rq runs us, else host:pid."""
-    job = get_current_job()
-    if job is not None and job.worker_name:
-        return str(job.worker_name)
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def one_line(exc: BaseException) -> str:
-    """`ExceptionClass: message` on one line, for the job record and the API."""
-    message = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _publish_artifacts(job_id: str, result: JobResult) -> None:
@@ -117,54 +97,31 @@ def _cached_result(store: JobStore, cache: ResultCache, key: str, job_id: str) -
 
 @tagged_with_job
 def run_job(job_id: str, settings: Settings | None = None) -> str:
-    """Run one job to a terminal status; returns that status (rq stores it as the rq job's result)."""
+    """Run one job to a terminal status; returns that status (rq stores it as the rq job's result).
+
+    The steps: start an attempt, resolve the job's inputs, answer from the result cache or run the
+    pipeline, store the result. Every deterministic error ends the job `failed` with a one-line reason.
+    """
     settings = settings or get_settings()
     store = JobStore(connect(settings), settings)
-    try:
-        job = store.get(job_id)
-    except JobNotFound:
-        log.warning("job %s: no record (deleted?); nothing to do", job_id)
-        return "missing"
-    if job.status.is_terminal:
-        # Canceled while queued (or a stale retry of a finished job): nothing to run.
-        return job.status.value
-    try:
-        job = store.mark_running(job_id, worker_label())
-    except TransitionRefused as exc:
-        return exc.current.value if exc.current else "missing"
-    log.info("job %s: attempt %d on %s", job_id, len(job.attempts), job.worker)
+    started = _start_attempt(store, job_id)
+    if isinstance(started, str):
+        return started
+    job = started
     # Per-stage seconds for /metrics (prunebench.jobs.metrics), written as each stage ends.
-    reporter = StageClock(RedisReporter(store, job_id, job.worker), store.redis, settings.redis_prefix)
-
+    reporter = StageClock(RedisReporter(store, job_id, job.worker), store.redis, store.keys)
     try:
-        # Imported here, not at module level: the engine pulls in torch, and only the work-horse should.
-        from prunebench.worker.engine.decode_cache import DecodeCache
-        from prunebench.worker.engine.pipeline import run_pipeline
-
-        checkpoints = CheckpointStore(settings)
-        pinned = store.checkpoint_id(job_id)
-        # Among uploads sharing a name (several owners may use `det.pt`), take the one submitted.
-        same = (lambda candidate: candidate.id == pinned) if pinned else None
-        info, path = checkpoints.resolve(job.request.checkpoint, same)
-        if pinned and info.id != pinned:
-            # A mounted file replaced after submission: run what was asked for, or nothing.
-            raise CheckpointChanged(f"{job.request.checkpoint!r} changed since the job was submitted")
-        dataset = resolve_dataset(
-            load_catalog(settings.datasets, include_builtin=settings.builtin_assets), job.request.dataset
-        )
-        cache = ResultCache(store.redis, settings.redis_prefix)
+        inputs = _resolve_inputs(store, settings, job)
+        cache = ResultCache(store.redis, store.keys)
         memo = DigestMemo(settings.digest_memo)
-        key = cache_key(job.request, info.id, dataset, memo)
+        key = cache_key(job.request, inputs.checkpoint.id, inputs.dataset, memo)
         cached = _cached_result(store, cache, key, job_id) if cacheable(job.request) else None
         if cached is not None:
             store.finish_succeeded(job_id, cached)
             log.info("job %s: succeeded from the cache", job_id)
             return JobStatus.SUCCEEDED.value
-        artifacts = Path(settings.artifacts_dir) / job_id
-        decode_cache = DecodeCache(settings.decode_cache_dir, settings.decode_cache_bytes, memo)
-        result = run_pipeline(job.request, job_id, info, path, dataset, reporter, artifacts, decode_cache=decode_cache)
+        result = _run_pipeline(settings, job, inputs, reporter, memo)
         result.cache_key = key
-        _publish_artifacts(job_id, result)
         store.finish_succeeded(job_id, result)
         if not job.request.save_models:
             cache.remember(key, job_id)
@@ -184,6 +141,68 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
         return _fail(store, job_id, one_line(exc))
     finally:
         reporter.close()
+
+
+def _start_attempt(store: JobStore, job_id: str) -> JobResource | str:
+    """Mark the job running on this worker; or the status to return at once when there is nothing to run."""
+    try:
+        job = store.get(job_id)
+    except JobNotFound:
+        log.warning("job %s: no record (deleted?); nothing to do", job_id)
+        return "missing"
+    if job.status.is_terminal:
+        # Canceled while queued (or a stale retry of a finished job): nothing to run.
+        return job.status.value
+    try:
+        job = store.mark_running(job_id, rq_adapter.current_worker_name())
+    except TransitionRefused as exc:
+        return exc.current.value if exc.current else "missing"
+    log.info("job %s: attempt %d on %s", job_id, len(job.attempts), job.worker)
+    return job
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    checkpoint: CheckpointInfo
+    checkpoint_path: Path
+    dataset: DatasetSpec
+
+
+def _resolve_inputs(store: JobStore, settings: Settings, job: JobResource) -> _Inputs:
+    """The checkpoint the job was submitted against and its dataset; raises when either is gone or changed."""
+    pinned = store.checkpoint_id(job.id)
+    # Among uploads sharing a name (several owners may use `det.pt`), take the one submitted.
+    same = (lambda candidate: candidate.id == pinned) if pinned else None
+    info, path = CheckpointStore(settings).resolve(job.request.checkpoint, same)
+    if pinned and info.id != pinned:
+        # A mounted file replaced after submission: run what was asked for, or nothing.
+        raise CheckpointChanged(f"{job.request.checkpoint!r} changed since the job was submitted")
+    catalog = load_catalog(settings.datasets, include_builtin=settings.builtin_assets)
+    return _Inputs(info, path, resolve_dataset(catalog, job.request.dataset))
+
+
+def _run_pipeline(
+    settings: Settings, job: JobResource, inputs: _Inputs, reporter: StageClock, memo: DigestMemo
+) -> JobResult:
+    """Prune and evaluate every sparsity point; saved models get their download URLs."""
+    # Imported here, not at module level: the engine pulls in torch, and only the work-horse should.
+    from prunebench.worker.engine.decode_cache import DecodeCache
+    from prunebench.worker.engine.pipeline import run_pipeline
+
+    artifacts = Path(settings.artifacts_dir) / job.id
+    decode_cache = DecodeCache(settings.decode_cache_dir, settings.decode_cache_bytes, memo)
+    result = run_pipeline(
+        job.request,
+        job.id,
+        inputs.checkpoint,
+        inputs.checkpoint_path,
+        inputs.dataset,
+        reporter,
+        artifacts,
+        decode_cache=decode_cache,
+    )
+    _publish_artifacts(job.id, result)
+    return result
 
 
 def _fail(store: JobStore, job_id: str, error: str) -> str:

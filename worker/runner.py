@@ -24,7 +24,7 @@ Process model (the choice this module makes, and why):
 - A horse that dies (SIGKILL, OOM killer) is retried by rq up to PRUNEBENCH_JOB_RETRIES times; the
   killed-horse handler below puts our record back to `queued`, or `failed` when no retry is left.
 - A whole worker that dies (SIGKILL of the parent, lost host) stops heart-beating. Every worker
-  parent runs a reaper thread (prunebench/requeue.py) that requeues a running job whose worker has
+  parent runs a reaper thread (prunebench.jobs.requeue) that requeues a running job whose worker has
   been silent for PRUNEBENCH_ABANDONED_AFTER_S (attempt outcome `abandoned`), within
   PRUNEBENCH_JOB_RETRIES; rq's own clean-up would take minutes. A busy worker heart-beats every
   PRUNEBENCH_HEARTBEAT_S (rq's job_monitoring_interval).
@@ -32,21 +32,19 @@ Process model (the choice this module makes, and why):
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import os
-import socket
-import sys
 import time
 from typing import Any
 
-from rq import Queue, Worker
-from rq.serializers import JSONSerializer
+from rq import Worker
 
 from prunebench.config import Settings, get_settings
 from prunebench.contract import JobStatus
+from prunebench.infra.identity import worker_name
 from prunebench.infra.logging_setup import configure_logging
+from prunebench.jobs import rq_adapter
 from prunebench.jobs.requeue import Reaper
 from prunebench.jobs.store import JobNotFound, JobStore, TransitionRefused, connect
 
@@ -66,10 +64,6 @@ def preload_heavy_imports() -> float:
     for name in PRELOAD:
         importlib.import_module(name)
     return time.perf_counter() - started
-
-
-def default_worker_name(device: str | None) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{device if device is not None else 'any'}"
 
 
 def _crash_handler(store: JobStore) -> Any:
@@ -92,12 +86,11 @@ def _crash_handler(store: JobStore) -> Any:
 def build_worker(settings: Settings, device: str | None = None, name: str | None = None) -> Worker:
     connection = connect(settings)
     store = JobStore(connection, settings)
-    queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
     return Worker(
-        [queue],
-        name=name or settings.worker_name or default_worker_name(device),
+        [store.queue],
+        name=name or settings.worker_name or worker_name(device or "any"),
         connection=connection,
-        serializer=JSONSerializer,
+        serializer=rq_adapter.SERIALIZER,
         maintenance_interval=MAINTENANCE_INTERVAL_S,
         job_monitoring_interval=settings.heartbeat_s,
         work_horse_killed_handler=_crash_handler(store),
@@ -122,19 +115,3 @@ def run_worker(device: str | None = None, burst: bool = False) -> int:
     finally:
         reaper.stop()
     return 0
-
-
-def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default=None, help="GPU index this worker owns (sets CUDA_VISIBLE_DEVICES)")
-    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="prunebench worker")
-    add_worker_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_worker(args.device, args.burst)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

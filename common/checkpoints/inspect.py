@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prunebench.contract import CheckpointFormat
+
 # Archive limits. Real YOLOv5 pickles are well under 1 MiB (x-size, unstripped: a few MiB); tensors live
 # in separate entries. Limits guard against zip bombs and pathological archives, not honest files.
 MAX_PICKLE_BYTES = 64 * 1024 * 1024
@@ -57,7 +59,7 @@ class CheckpointError(ValueError):
 
 @dataclass
 class CheckpointMeta:
-    format: str
+    format: CheckpointFormat
     num_classes: int
     class_names: list[str]
     arch: str | None
@@ -515,7 +517,7 @@ def describe(obj: object, archive: zipfile.ZipFile, root: str) -> CheckpointMeta
     if not isinstance(obj, dict):
         raise CheckpointError(f"unrecognised checkpoint layout (top-level {type(obj).__name__})")
     if obj.get("format") == "prunebench" or "state_dict" in obj:
-        fmt = "prunebench" if obj.get("format") == "prunebench" else "state_dict"
+        fmt: CheckpointFormat = "prunebench" if obj.get("format") == "prunebench" else "state_dict"
         spec = obj.get("yaml")
         name = builtin_yaml_name(spec)
         yaml_cfg = spec if isinstance(spec, dict) else None

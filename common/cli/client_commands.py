@@ -14,266 +14,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import Any
 
-from prunebench.client.http import ClientError, JobFailed, PrunebenchClient, items_of
-from prunebench.contract import SCORER_NAMES
+from prunebench.cli.arguments import parse_sparsities
+from prunebench.cli.render import ProgressBar, format_job, format_jobs_table, format_result_table, human_bytes
+from prunebench.client.http import ClientError, JobFailed, PrunebenchClient
+from prunebench.contract import JOB_STATUSES, PRUNE_METHODS, SCORER_NAMES
 
 EXIT_OK = 0
 EXIT_API_ERROR = 1
 EXIT_USAGE = 2
 EXIT_JOB_FAILED = 3
 
-METHODS = ("l1_unstructured", "global_magnitude", "channel")
-STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
-
-
-# -- formatting ------------------------------------------------------------------------------------
-
-
-def _num(value: Any, fmt: str, missing: str = "-") -> str:
-    if value is None:
-        return missing
-    try:
-        return format(float(value), fmt)
-    except (TypeError, ValueError):
-        return missing
-
-
-def _human_bytes(n: Any) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(size) < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
-        size /= 1024
-    return f"{size:.2f} GB"  # pragma: no cover
-
-
-def _human_count(n: Any) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    if value >= 1e6:
-        return f"{value / 1e6:.2f}M"
-    if value >= 1e3:
-        return f"{value / 1e3:.1f}k"
-    return f"{value:.0f}"
-
-
-def _signed(value: Any, fmt: str = "+.4f") -> str:
-    return _num(value, fmt)
-
-
-def _render(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)]
-        return "  ".join(out).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
-
-
-def format_result_table(result: dict[str, Any]) -> str:
-    """A plain-text table of a JobResult: one row per sparsity point.
-
-    Columns: target sparsity, achieved sparsity, mAP@.5:.95, mAP@.5, Δ mAP vs the dense baseline,
-    total ms/image, images/s, nonzero/total params, size on disk. Works on the JSON dict of a
-    JobResult (as GET /v1/jobs/{id}/result returns it) or its `model_dump(mode="json")`.
-    """
-    runs = list(result.get("runs") or [])
-    dense = next((r for r in runs if float(r.get("sparsity_target", -1)) == 0.0), None)
-    headers = ["sparsity", "achieved", "mAP", "mAP50", "Δ mAP", "ms/img", "img/s", "params", "size"]
-    right = [True] * len(headers)
-    rows = []
-    for run in runs:
-        metrics = run.get("metrics") or {}
-        speed = run.get("speed_ms_per_image") or {}
-        deltas = run.get("deltas") or {}
-        if "map" in deltas:
-            delta = deltas["map"]
-        elif dense is not None and metrics.get("map") is not None:
-            delta = float(metrics["map"]) - float((dense.get("metrics") or {}).get("map", 0.0))
-        else:
-            delta = None
-        params = run.get("params")
-        nonzero = run.get("nonzero_params")
-        params_cell = (
-            f"{_human_count(nonzero)}/{_human_count(params)}"
-            if nonzero is not None and params is not None and nonzero != params
-            else _human_count(params)
-        )
-        rows.append(
-            [
-                _num(run.get("sparsity_target"), ".2f"),
-                _num(run.get("sparsity"), ".3f"),
-                _num(metrics.get("map"), ".4f"),
-                _num(metrics.get("map50"), ".4f"),
-                _signed(delta),
-                _num(speed.get("total"), ".2f"),
-                _num(run.get("images_per_second"), ".1f"),
-                params_cell,
-                _human_bytes(run.get("size_bytes")),
-            ]
-        )
-    table = _render(headers, rows, right)
-    lines = []
-    checkpoint = result.get("checkpoint") or {}
-    dataset = result.get("dataset") or {}
-    env = result.get("environment") or {}
-    settings = result.get("settings") or {}
-    title = []
-    if result.get("job_id"):
-        title.append(f"job {result['job_id']}")
-    if checkpoint.get("name"):
-        title.append(f"checkpoint {checkpoint['name']}")
-    if dataset.get("name"):
-        title.append(f"dataset {dataset['name']}")
-    if settings.get("method"):
-        title.append(f"method {settings['method']}")
-    if title:
-        lines.append(", ".join(title))
-    if env:
-        device = env.get("device_name") or env.get("device") or "?"
-        cuda = f", CUDA {env['cuda']}" if env.get("cuda") else ""
-        lines.append(f"device {device} (torch {env.get('torch', '?')}{cuda})")
-    if result.get("cached"):
-        lines.append("(cached result of an identical earlier request)")
-    lines.append(table)
-    return "\n".join(lines)
-
-
-def format_jobs_table(jobs: Sequence[dict[str, Any]]) -> str:
-    headers = ["id", "status", "progress", "checkpoint", "dataset", "method", "sparsities", "created"]
-    rows = []
-    for job in jobs:
-        req = job.get("request") or {}
-        progress = job.get("progress") or {}
-        pct = progress.get("percent")
-        rows.append(
-            [
-                str(job.get("id", "")),
-                str(job.get("status", "")),
-                f"{float(pct):.0f}%" if pct is not None else "-",
-                _short(str(req.get("checkpoint", "")), 24),
-                str(req.get("dataset", "")),
-                str(req.get("method", "")),
-                _sparsities_text(req),
-                str(job.get("created_at", ""))[:19].replace("T", " "),
-            ]
-        )
-    return _render(headers, rows, [False, False, True, False, False, False, False, False])
-
-
-def format_job(job: dict[str, Any]) -> str:
-    req = job.get("request") or {}
-    progress = job.get("progress") or {}
-    lines = [
-        f"job        {job.get('id')}",
-        f"status     {job.get('status')}" + (" (cached)" if job.get("cached") else ""),
-        f"checkpoint {req.get('checkpoint')}",
-        f"dataset    {req.get('dataset')}",
-        f"method     {req.get('method')}",
-        f"sparsities {_sparsities_text(req)}",
-        f"created    {job.get('created_at')}",
-    ]
-    if job.get("started_at"):
-        lines.append(f"started    {job['started_at']}")
-    if job.get("finished_at"):
-        lines.append(f"finished   {job['finished_at']}")
-    if job.get("status") in ("queued", "running"):
-        lines.append(f"progress   {_progress_text(progress)}")
-    if job.get("worker"):
-        lines.append(f"worker     {job['worker']}")
-    if job.get("error"):
-        lines.append(f"error      {job['error']}")
-    return "\n".join(lines)
-
-
-def _sparsities_text(req: dict[str, Any]) -> str:
-    sparsities = req.get("sparsities")
-    if sparsities is None and req.get("sparsity") is not None:
-        sparsities = [req["sparsity"]]
-    return ",".join(f"{float(s):g}" for s in sparsities or [])
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _progress_text(progress: dict[str, Any]) -> str:
-    pct = float(progress.get("percent") or 0.0)
-    parts = [f"{pct:5.1f}%", str(progress.get("stage") or "")]
-    if progress.get("runs_total"):
-        parts.append(f"run {int(progress.get('run_index') or 0) + 1}/{progress['runs_total']}")
-    if progress.get("sparsity") is not None:
-        parts.append(f"sparsity {float(progress['sparsity']):g}")
-    if progress.get("images_total"):
-        parts.append(f"{progress.get('images_done', 0)}/{progress['images_total']} images")
-    return " ".join(p for p in parts if p)
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal; plain lines (on change only) when not a terminal."""
-
-    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last = ""
-
-    def job(self, job: dict[str, Any]) -> None:
-        progress = job.get("progress") or {}
-        status = str(job.get("status"))
-        pct = 100.0 if status == "succeeded" else float(progress.get("percent") or 0.0)
-        detail = _progress_text({**progress, "percent": pct}) if status == "running" else f"{pct:5.1f}% {status}"
-        self.show(pct, detail)
-
-    def bytes(self, done: int, total: int) -> None:
-        pct = 100.0 * done / total if total else 100.0
-        self.show(pct, f"{pct:5.1f}% {_human_bytes(done)} / {_human_bytes(total)}")
-
-    def show(self, pct: float, text: str) -> None:
-        pct = max(0.0, min(100.0, pct))
-        filled = round(self.width * pct / 100)
-        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {text}"
-        if line == self._last:
-            return
-        self._last = line
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self._last:
-            self.stream.write("\n")
-            self.stream.flush()
-
 
 # -- commands --------------------------------------------------------------------------------------
-
-
-def parse_sparsities(text: str) -> list[float]:
-    values = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {part!r}") from None
-        if not 0.0 <= value < 1.0:
-            raise argparse.ArgumentTypeError(f"sparsity must be in [0, 1): {part}")
-        values.append(value)
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one sparsity, e.g. 0,0.3,0.5")
-    return values
 
 
 def _client(args: argparse.Namespace) -> PrunebenchClient:
@@ -406,7 +161,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         print(info["id"])
         print(
             f"uploaded {info.get('name')}: {info.get('format')}, {info.get('num_classes')} classes, "
-            f"{_human_bytes(info.get('size_bytes'))}",
+            f"{human_bytes(info.get('size_bytes'))}",
             file=sys.stderr,
         )
     return EXIT_OK
@@ -419,9 +174,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(page)
         return EXIT_OK
-    jobs = items_of(page)
+    jobs = page["items"]
     print(format_jobs_table(jobs) if jobs else "no jobs")
-    if isinstance(page, dict) and page.get("total") is not None and int(page["total"]) > len(jobs):
+    if int(page["total"]) > len(jobs):
         print(f"({len(jobs)} of {page['total']}; use --offset/--limit for more)", file=sys.stderr)
     return EXIT_OK
 
@@ -442,7 +197,7 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint id (sha256) or name, see GET /v1/checkpoints")
     p.add_argument("--dataset", required=True, help="dataset name, see GET /v1/datasets")
     p.add_argument("--sparsities", required=True, type=parse_sparsities, help="comma list, e.g. 0,0.3,0.5")
-    p.add_argument("--method", choices=METHODS, default="l1_unstructured")
+    p.add_argument("--method", choices=PRUNE_METHODS, default="l1_unstructured")
     p.add_argument("--img-size", dest="img_size", type=int, default=None)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     p.add_argument("--max-images", dest="max_images", type=int, default=None)
@@ -482,20 +237,7 @@ def add_client_commands(subparsers: Any) -> None:
 
     p = subparsers.add_parser("jobs", help="list jobs")
     _common(p)
-    p.add_argument("--status", choices=STATUSES, default=None)
+    p.add_argument("--status", choices=JOB_STATUSES, default=None)
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--offset", type=int, default=0)
     p.set_defaults(func=cmd_jobs)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (`python -m prunebench.cli.client_commands ...`), for when only the client is wanted."""
-    parser = argparse.ArgumentParser(prog="prunebench", description="prunebench API client")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_client_commands(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

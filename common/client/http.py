@@ -22,8 +22,9 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from prunebench.contract import TERMINAL_STATUSES
+
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 JSON = dict[str, Any]
 
@@ -77,17 +78,6 @@ class JobFailed(ClientError):
     """The job ended failed or canceled, so it has no result."""
 
 
-def items_of(page: Any) -> list[JSON]:
-    """The list of resources in a list answer, whether bare or wrapped as {items: [...]}."""
-    if isinstance(page, list):
-        return page
-    if isinstance(page, dict):
-        for key in ("items", "jobs", "checkpoints", "datasets", "data", "results"):
-            if isinstance(page.get(key), list):
-                return page[key]
-    return []
-
-
 class PrunebenchClient:
     """Synchronous client for the prunebench HTTP API."""
 
@@ -129,6 +119,13 @@ class PrunebenchClient:
             raise JobNotFinished(error.status, error.title, error.detail, error.problem)
         raise error
 
+    def _page(self, path: str, params: dict[str, Any] | None = None) -> JSON:
+        """GET one page of a list route: `{items, total, limit, offset}` (the contract's Page)."""
+        page = self._json("GET", path, params=params)
+        if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+            raise ClientError(0, "the API answered a list route without a page", f"GET {path}")
+        return page
+
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
         if response.status_code == 204 or not response.content:
@@ -149,7 +146,7 @@ class PrunebenchClient:
     # -- checkpoints and datasets ------------------------------------------------------------------
 
     def list_checkpoints(self) -> list[JSON]:
-        return items_of(self._json("GET", "/v1/checkpoints"))
+        return list(self._page("/v1/checkpoints", {"limit": 1000})["items"])
 
     def upload_checkpoint(
         self,
@@ -167,7 +164,7 @@ class PrunebenchClient:
             return self._json("POST", "/v1/checkpoints", files=files, timeout=httpx.Timeout(30.0, read=600.0))
 
     def list_datasets(self) -> list[JSON]:
-        return items_of(self._json("GET", "/v1/datasets"))
+        return list(self._page("/v1/datasets", {"limit": 1000})["items"])
 
     # -- jobs -------------------------------------------------------------------------------------
 
@@ -176,15 +173,20 @@ class PrunebenchClient:
         body = request.model_dump(mode="json", exclude_none=True) if hasattr(request, "model_dump") else request
         return self._json("POST", "/v1/jobs", json=dict(body))
 
-    def list_jobs_page(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> Any:
-        """One page of GET /v1/jobs, as the API sent it."""
+    def list_jobs_page(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> JSON:
+        """One page of GET /v1/jobs: `{items, total, limit, offset}`, newest first."""
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if status:
             params["status"] = status
-        return self._json("GET", "/v1/jobs", params=params)
+        return self._page("/v1/jobs", params)
 
     def list_jobs(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> list[JSON]:
-        return items_of(self.list_jobs_page(status=status, limit=limit, offset=offset))
+        return list(self.list_jobs_page(status=status, limit=limit, offset=offset)["items"])
+
+    def meta(self) -> JSON:
+        """GET /v1/meta: the method names, statuses and stages the API speaks."""
+        result: JSON = self._json("GET", "/v1/meta")
+        return result
 
     def get_job(self, job_id: str) -> JSON:
         return self._json("GET", f"/v1/jobs/{_segment(job_id)}")

@@ -16,28 +16,14 @@ from redis.client import Pipeline
 
 from prunebench.contract import JobResource, JobStatus
 from prunebench.jobs import metrics as jobmetrics
+from prunebench.jobs.keys import Keys
 
 
-def webhooks_due_key(prefix: str) -> str:
-    """Sorted set of job ids owing a webhook delivery, scored by when the next attempt is due."""
-    return f"{prefix}:webhooks:due"
+def on_created(pipe: Pipeline, keys: Keys) -> None:
+    jobmetrics.record_submitted(pipe, keys)
 
 
-def webhook_body_key(prefix: str, job_id: str) -> str:
-    """The exact bytes of the owed callback, built at its first attempt and re-sent by retries."""
-    return f"{prefix}:webhook:{job_id}"
-
-
-def webhook_attempts_key(prefix: str, job_id: str) -> str:
-    """Attempts made for the owed callback (its bound is per terminal event, not per job)."""
-    return f"{prefix}:webhook-attempts:{job_id}"
-
-
-def on_created(pipe: Pipeline, prefix: str) -> None:
-    jobmetrics.record_submitted(pipe, prefix)
-
-
-def on_transition(pipe: Pipeline, prefix: str, before: JobResource, fields: dict[str, str]) -> None:
+def on_transition(pipe: Pipeline, keys: Keys, before: JobResource, fields: dict[str, str]) -> None:
     """Side effects of a transition from `before` that writes `fields`; only terminal ones have any."""
     status = fields.get("status")
     if status is None or status == before.status.value or not JobStatus(status).is_terminal:
@@ -45,9 +31,9 @@ def on_transition(pipe: Pipeline, prefix: str, before: JobResource, fields: dict
     finished = datetime.fromisoformat(fields["finished_at"]) if fields.get("finished_at") else None
     started = before.started_at if before.status == JobStatus.RUNNING else None
     if finished is not None:
-        jobmetrics.record_outcome(pipe, prefix, status, started, finished)
+        jobmetrics.record_outcome(pipe, keys, status, started, finished)
     if before.request.callback_url:
         # A job retried after an earlier end (POST /v1/jobs/{id}/retry) ends again: a new event, so
         # a fresh body and attempt budget, due now (superseding a retry of the old one still owed).
-        pipe.delete(webhook_body_key(prefix, before.id), webhook_attempts_key(prefix, before.id))
-        pipe.zadd(webhooks_due_key(prefix), {before.id: time.time()})
+        pipe.delete(keys.webhook_body(before.id), keys.webhook_attempts(before.id))
+        pipe.zadd(keys.webhooks_due, {before.id: time.time()})

@@ -7,12 +7,12 @@ would die with them. So they write here, inside the same MULTI as the status cha
 counted exactly once, even when a transition is retried on a WATCH conflict), and the API's
 `/metrics` Collector (prunebench.service.metrics) reads these keys at scrape time.
 
-Keys, under the deployment prefix `{p}`; none has a TTL (counters must be monotonic):
+Keys (named in prunebench.jobs.keys); none has a TTL (counters must be monotonic):
 
-- `{p}:metrics:jobs`              hash: submitted / succeeded / failed / canceled -> count
-- `{p}:metrics:duration:{status}` hash: `le:{bound}` cumulative bucket counts, `le:+Inf`, `count`,
-                                  `sum` (seconds from started_at to finished_at of jobs that ran)
-- `{p}:metrics:stage_seconds`     hash: stage -> seconds workers spent in it (summed over jobs)
+- `Keys.metrics_jobs`              hash: submitted / succeeded / failed / canceled -> count
+- `Keys.metrics_duration(status)`  hash: `le:{bound}` cumulative bucket counts, `le:+Inf`, `count`,
+                                   `sum` (seconds from started_at to finished_at of jobs that ran)
+- `Keys.metrics_stages`            hash: stage -> seconds workers spent in it (summed over jobs)
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import redis
 from redis.client import Pipeline
 
 from prunebench.contract import Progress
+from prunebench.jobs.keys import Keys
 
 OUTCOMES = ("succeeded", "failed", "canceled")
 
@@ -33,35 +34,23 @@ DURATION_BUCKETS_S: Sequence[float] = (5, 15, 30, 60, 120, 300, 600, 1200, 1800,
 """Job run time buckets: demo jobs take seconds, full COCO sweeps hours (the timeout is 6 h)."""
 
 
-def jobs_key(prefix: str) -> str:
-    return f"{prefix}:metrics:jobs"
-
-
-def duration_key(prefix: str, status: str) -> str:
-    return f"{prefix}:metrics:duration:{status}"
-
-
-def stage_key(prefix: str) -> str:
-    return f"{prefix}:metrics:stage_seconds"
-
-
 def bucket_field(bound: float) -> str:
     return f"le:{bound:g}"
 
 
-def record_submitted(pipe: Pipeline | redis.Redis, prefix: str) -> None:
-    pipe.hincrby(jobs_key(prefix), "submitted", 1)
+def record_submitted(pipe: Pipeline | redis.Redis, keys: Keys) -> None:
+    pipe.hincrby(keys.metrics_jobs, "submitted", 1)
 
 
 def record_outcome(
-    pipe: Pipeline | redis.Redis, prefix: str, status: str, started_at: datetime | None, finished_at: datetime
+    pipe: Pipeline | redis.Redis, keys: Keys, status: str, started_at: datetime | None, finished_at: datetime
 ) -> None:
     """Count a terminal status and, for a job that ran, observe its run time in the histogram."""
-    pipe.hincrby(jobs_key(prefix), status, 1)
+    pipe.hincrby(keys.metrics_jobs, status, 1)
     if started_at is None:
         return  # canceled while queued: it never ran, so it has no run time
     seconds = max(0.0, (finished_at - started_at).total_seconds())
-    key = duration_key(prefix, status)
+    key = keys.metrics_duration(status)
     for bound in DURATION_BUCKETS_S:
         if seconds <= bound:
             pipe.hincrby(key, bucket_field(bound), 1)
@@ -77,10 +66,10 @@ class StageClock:
     Seconds are written when a stage ends: one HINCRBYFLOAT per stage change, never per batch.
     """
 
-    def __init__(self, inner: object, connection: redis.Redis, prefix: str) -> None:
+    def __init__(self, inner: object, connection: redis.Redis, keys: Keys) -> None:
         self.inner = inner
         self.redis = connection
-        self.prefix = prefix
+        self.keys = keys
         self._stage: str | None = None
         self._since = 0.0
 
@@ -102,4 +91,4 @@ class StageClock:
             return
         # A lost metric must never fail a job.
         with contextlib.suppress(redis.exceptions.RedisError):
-            self.redis.hincrbyfloat(stage_key(self.prefix), self._stage, time.monotonic() - self._since)
+            self.redis.hincrbyfloat(self.keys.metrics_stages, self._stage, time.monotonic() - self._since)

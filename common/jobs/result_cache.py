@@ -23,6 +23,7 @@ import prunebench
 from prunebench.contract import CHANNEL_FIELDS, EvalSettings, JobRequest
 from prunebench.datasets.catalog import DatasetSpec
 from prunebench.datasets.digests import DigestMemo, dataset_digest
+from prunebench.jobs.keys import Keys
 
 EVAL_FIELDS = tuple(EvalSettings.model_fields)
 """Every evaluation setting is part of the key (img_size, thresholds, device, scorer, ...)."""
@@ -59,19 +60,16 @@ def cacheable(request: JobRequest) -> bool:
 class ResultCache:
     """cache key -> id of the job whose stored result answers it."""
 
-    def __init__(self, connection: redis.Redis, prefix: str) -> None:
+    def __init__(self, connection: redis.Redis, keys: Keys) -> None:
         self.redis = connection
-        self.prefix = prefix
-
-    def _key(self, cache_key: str) -> str:
-        return f"{self.prefix}:cache:{cache_key}"
+        self.keys = keys
 
     def lookup(self, cache_key: str) -> str | None:
-        value = self.redis.get(self._key(cache_key))
+        value = self.redis.get(self.keys.cache(cache_key))
         return value.decode() if isinstance(value, bytes) else value
 
     def remember(self, cache_key: str, job_id: str) -> None:
-        self.redis.set(self._key(cache_key), job_id)
+        self.redis.set(self.keys.cache(cache_key), job_id)
 
     def forget(self, cache_key: str) -> None:
-        self.redis.delete(self._key(cache_key))
+        self.redis.delete(self.keys.cache(cache_key))

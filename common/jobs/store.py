@@ -3,7 +3,7 @@
 Torch-free (the API imports it). Layout, every key under `settings.redis_prefix` (`{p}`):
 
 - `{p}:job:{id}`   hash: request, status, progress, created_at, started_at, finished_at, error,
-                   attempts, owner, worker, checkpoint_id (JSON or plain strings)
+                   attempts, owner, worker, checkpoint_id, cached, deliveries (JSON or plain strings)
 - `{p}:jobs`       sorted set of job ids scored by creation time (newest-first listing)
 - `{p}:result:{id}` the JobResult JSON. No TTL, ever: results are the product. A copy is also written
                    atomically to `store_dir/results/{id}.json`, which is read back if Redis lost it.
@@ -13,8 +13,23 @@ current status is one of the allowed ones. That is what makes cancel-vs-finish r
 finishing a job the user just canceled finds the status `canceled` and writes nothing; a result is
 stored in the same MULTI as the `succeeded` status, so nobody ever sees one without the other.
 
-The rq job carries only our job id, serialised with rq's JSONSerializer: whoever can write to Redis
-can enqueue data, but never a pickle a worker would execute.
+Key names come from prunebench.jobs.keys; what is done with rq's queue and registries goes through
+prunebench.jobs.rq_adapter. Nothing outside this class changes a job's status.
+
+Status model (README, "Attempts and retries"). A job's `attempts` list is its history; every attempt
+ends with one outcome (`AttemptOutcome` in the contract):
+
+- `succeeded`, `cached`, `failed` (deterministic error; never retried automatically), `canceled`
+- `crashed`: the work-horse died (SIGKILL, OOM killer) and the worker parent saw it
+- `abandoned`: the whole worker died (host lost, parent SIGKILLed); another worker's reaper noticed
+  that the worker stopped heart-beating for `abandoned_after_s` (prunebench.jobs.requeue)
+
+After `crashed` or `abandoned` the job goes `running -> queued` (the attempt records why) and runs
+again on whichever worker is free, at most PRUNEBENCH_JOB_RETRIES times; after that it is `failed`
+with the last attempt's reason. A client polling sees running -> queued -> running -> succeeded,
+never a terminal status that later changes, and never `queued` without a closed attempt saying why.
+A user may retry a `failed` or `canceled` job (`retry`): it goes back to `queued` with its history
+kept, and gets a fresh automatic-retry budget.
 """
 
 from __future__ import annotations
@@ -26,23 +41,22 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.client import Pipeline
-from rq import Queue, Retry
-from rq.serializers import JSONSerializer
 
 from prunebench.config import Settings
-from prunebench.contract import Attempt, JobRequest, JobResource, JobResult, JobStatus, Progress
+from prunebench.contract import Attempt, AttemptOutcome, JobRequest, JobResource, JobResult, JobStatus, Progress
 from prunebench.jobs import events as job_events
-
-RUN_JOB = "prunebench.worker.entry.run_job"
-"""The rq entry point, named by path: the API never imports the worker package."""
-
-RQ_KEEP_S = 30 * 24 * 3600
-"""How long rq keeps its own job bookkeeping. Ours lives in our hash and result keys, without TTL."""
+from prunebench.jobs import rq_adapter
+from prunebench.jobs.keys import Keys
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELED)
+"""What a user may retry."""
+UNPLANNED: tuple[AttemptOutcome, ...] = ("crashed", "abandoned")
+"""Attempt outcomes that count against PRUNEBENCH_JOB_RETRIES."""
 
 
 class JobNotFound(KeyError):
@@ -93,6 +107,14 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _close_attempt(job: JobResource, outcome: AttemptOutcome, error: str | None = None) -> str:
+    """The job's attempts as JSON, its open (last) attempt closed with `outcome`."""
+    attempts = list(job.attempts)
+    if attempts and attempts[-1].outcome is None:
+        attempts[-1] = attempts[-1].model_copy(update={"ended_at": utcnow(), "outcome": outcome, "error": error})
+    return json.dumps([a.model_dump(mode="json") for a in attempts])
+
+
 def connect(settings: Settings) -> redis.Redis:
     """A Redis client for prunebench and rq (bytes responses: rq needs them undecoded)."""
     return redis.Redis.from_url(
@@ -111,19 +133,8 @@ class JobStore:
         self.redis = connection
         self.settings = settings
         self.prefix = settings.redis_prefix
-        self.queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
-
-    # -- keys ---------------------------------------------------------------------------------------
-
-    def job_key(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
-
-    @property
-    def index_key(self) -> str:
-        return f"{self.prefix}:jobs"
-
-    def result_key(self, job_id: str) -> str:
-        return f"{self.prefix}:result:{job_id}"
+        self.keys = Keys(settings.redis_prefix)
+        self.queue = rq_adapter.make_queue(connection, settings.queue_name)
 
     def result_file(self, job_id: str) -> Path:
         return self.settings.results_dir / f"{job_id}.json"
@@ -151,14 +162,14 @@ class JobStore:
         )
 
     def get(self, job_id: str) -> JobResource:
-        raw = self.redis.hgetall(self.job_key(job_id))
+        raw = self.redis.hgetall(self.keys.job(job_id))
         if not raw:
             raise JobNotFound(job_id)
         return self._decode(job_id, raw)
 
     def checkpoint_id(self, job_id: str) -> str | None:
         """The checkpoint id resolved when the job was submitted (the request may name it by name)."""
-        return _text(self.redis.hget(self.job_key(job_id), "checkpoint_id"))
+        return _text(self.redis.hget(self.keys.job(job_id), "checkpoint_id"))
 
     def create(
         self, request: JobRequest, owner: str, checkpoint_id: str | None = None, job_id: str | None = None
@@ -181,25 +192,19 @@ class JobStore:
         with self.redis.pipeline(transaction=True) as pipe:
             # Explicit MULTI: rq's enqueue joins a caller's pipeline only once it is in MULTI mode.
             pipe.multi()
-            pipe.hset(self.job_key(job_id), mapping=record)
-            pipe.zadd(self.index_key, {job_id: created.timestamp()})
-            job_events.on_created(pipe, self.prefix)
+            pipe.hset(self.keys.job(job_id), mapping=record)
+            pipe.zadd(self.keys.jobs, {job_id: created.timestamp()})
+            job_events.on_created(pipe, self.keys)
             self.enqueue(job_id, pipeline=pipe)
             pipe.execute()
         return self.get(job_id)
 
     def enqueue(self, job_id: str, pipeline: Pipeline | None = None) -> None:
-        retries = self.settings.job_retries
-        self.queue.enqueue(
-            RUN_JOB,
+        rq_adapter.enqueue(
+            self.queue,
             job_id,
-            job_id=job_id,
-            job_timeout=self.settings.job_timeout_s,
-            result_ttl=RQ_KEEP_S,
-            failure_ttl=RQ_KEEP_S,
-            # rq retries only what escapes run_job: a killed work-horse. Engine errors are caught there.
-            retry=Retry(max=retries) if retries > 0 else None,
-            description=f"prunebench job {job_id}",
+            timeout_s=self.settings.job_timeout_s,
+            retries=self.settings.job_retries,
             pipeline=pipeline,
         )
 
@@ -213,18 +218,18 @@ class JobStore:
         deployment keeps; a per-status index would be the next step beyond that.
         """
         if status is None and owner is None:
-            total = int(self.redis.zcard(self.index_key))
-            ids = [_text(i) or "" for i in self.redis.zrevrange(self.index_key, offset, offset + limit - 1)]
+            total = int(self.redis.zcard(self.keys.jobs))
+            ids = [_text(i) or "" for i in self.redis.zrevrange(self.keys.jobs, offset, offset + limit - 1)]
             return self._many(ids), total
         matching: list[str] = []
         start, chunk = 0, 500
         while True:
-            ids = [_text(i) or "" for i in self.redis.zrevrange(self.index_key, start, start + chunk - 1)]
+            ids = [_text(i) or "" for i in self.redis.zrevrange(self.keys.jobs, start, start + chunk - 1)]
             if not ids:
                 break
             with self.redis.pipeline(transaction=False) as pipe:
                 for job_id in ids:
-                    pipe.hmget(self.job_key(job_id), ["status", "owner"])
+                    pipe.hmget(self.keys.job(job_id), ["status", "owner"])
                 rows = pipe.execute()
             for job_id, (st, ow) in zip(ids, rows, strict=True):
                 if status is not None and _text(st) != status.value:
@@ -239,7 +244,7 @@ class JobStore:
         ids = list(ids)
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hgetall(self.job_key(job_id))
+                pipe.hgetall(self.keys.job(job_id))
             rows = pipe.execute()
         return [self._decode(job_id, raw) for job_id, raw in zip(ids, rows, strict=True) if raw]
 
@@ -258,7 +263,7 @@ class JobStore:
         function on the fresh record. `extra` adds more writes to the same MULTI (the result key).
         """
         allowed = set(allowed)
-        key = self.job_key(job_id)
+        key = self.keys.job(job_id)
 
         def attempt(pipe: Pipeline) -> None:
             raw = pipe.hgetall(key)
@@ -271,7 +276,7 @@ class JobStore:
             pipe.multi()
             pipe.hset(key, mapping=fields)
             # Metrics and owed webhooks commit with the status (prunebench.jobs.events).
-            job_events.on_transition(pipe, self.prefix, current, fields)
+            job_events.on_transition(pipe, self.keys, current, fields)
             if extra is not None:
                 extra(pipe)
 
@@ -308,14 +313,13 @@ class JobStore:
         return True
 
     def status(self, job_id: str) -> JobStatus | None:
-        value = _text(self.redis.hget(self.job_key(job_id), "status"))
+        value = _text(self.redis.hget(self.keys.job(job_id), "status"))
         return JobStatus(value) if value else None
 
-    def _close_attempt(self, job: JobResource, outcome: str, error: str | None = None) -> str:
-        attempts = list(job.attempts)
-        if attempts and attempts[-1].outcome is None:
-            attempts[-1] = attempts[-1].model_copy(update={"ended_at": utcnow(), "outcome": outcome, "error": error})
-        return json.dumps([a.model_dump(mode="json") for a in attempts])
+    def running_on(self, job_id: str, worker: str) -> bool:
+        """True while the record says `running` on `worker` (one read; a work-horse checks it often)."""
+        status, current = self.redis.hmget(self.keys.job(job_id), ["status", "worker"])
+        return _text(status) == JobStatus.RUNNING.value and (_text(current) or "") == worker
 
     def finish_succeeded(self, job_id: str, result: JobResult) -> JobResource:
         """running -> succeeded with its result, in one MULTI. Refused when the job was canceled meanwhile."""
@@ -327,12 +331,12 @@ class JobStore:
                 "status": JobStatus.SUCCEEDED.value,
                 "finished_at": utcnow().isoformat(),
                 "progress": progress.model_dump_json(),
-                "attempts": self._close_attempt(job, "cached" if result.cached else "succeeded"),
+                "attempts": _close_attempt(job, "cached" if result.cached else "succeeded"),
                 "cached": "1" if result.cached else "0",
             }
 
         job = self._transition(
-            job_id, [JobStatus.RUNNING], change, extra=lambda pipe: pipe.set(self.result_key(job_id), payload)
+            job_id, [JobStatus.RUNNING], change, extra=lambda pipe: pipe.set(self.keys.result(job_id), payload)
         )
         # The file copy follows the commit: a refused transition must not leave a result behind.
         write_atomic(self.result_file(job_id), payload.encode())
@@ -344,7 +348,7 @@ class JobStore:
                 "status": JobStatus.FAILED.value,
                 "finished_at": utcnow().isoformat(),
                 "error": error,
-                "attempts": self._close_attempt(job, "failed", error),
+                "attempts": _close_attempt(job, "failed", error),
             }
 
         return self._transition(job_id, from_statuses, change)
@@ -355,7 +359,7 @@ class JobStore:
         def change(job: JobResource) -> dict[str, str]:
             return {
                 "status": JobStatus.QUEUED.value,
-                "attempts": self._close_attempt(job, "crashed", reason),
+                "attempts": _close_attempt(job, "crashed", reason),
                 "progress": Progress(stage="queued", message="retrying after a worker crash").model_dump_json(),
             }
 
@@ -370,16 +374,84 @@ class JobStore:
             return {
                 "status": JobStatus.CANCELED.value,
                 "finished_at": utcnow().isoformat(),
-                "attempts": self._close_attempt(job, "canceled"),
+                "attempts": _close_attempt(job, "canceled"),
             }
 
         job = self._transition(job_id, ACTIVE, change)
         return job, before[0]
 
+    def retry(self, job_id: str) -> JobResource:
+        """failed|canceled -> queued, re-enqueued in the same MULTI. Raises TransitionRefused otherwise."""
+        started = rq_adapter.started_entries(self.queue, job_id)
+
+        def change(job: JobResource) -> dict[str, str]:
+            return {
+                "status": JobStatus.QUEUED.value,
+                "finished_at": "",
+                "error": "",
+                "progress": Progress(stage="queued", message="retried by request").model_dump_json(),
+            }
+
+        def extra(pipe: Pipeline) -> None:
+            rq_adapter.drop_bookkeeping(pipe, self.queue, job_id, started)
+            self.enqueue(job_id, pipeline=pipe)
+
+        return self._transition(job_id, RETRYABLE, change, extra=extra)
+
+    def requeue_abandoned(self, job_id: str, dead_worker: str, reason: str) -> JobResource:
+        """running on `dead_worker` -> queued (or failed, when its retries are used up), atomically.
+
+        Refused (TransitionRefused) when the job is no longer running on that worker: someone else
+        (another reaper, the worker itself, a cancel) already moved it.
+        """
+        started = rq_adapter.started_entries(self.queue, job_id)
+        requeued: list[bool] = []
+
+        def change(job: JobResource) -> dict[str, str]:
+            if job.worker != dead_worker:
+                raise TransitionRefused(job_id, job.status)
+            unplanned = sum(1 for a in job.attempts if a.outcome in UNPLANNED) + 1
+            if unplanned > self.settings.job_retries:
+                requeued[:] = [False]
+                return {
+                    "status": JobStatus.FAILED.value,
+                    "finished_at": utcnow().isoformat(),
+                    "error": f"{reason}; gave up after {unplanned} unplanned ends",
+                    "attempts": _close_attempt(job, "abandoned", reason),
+                }
+            requeued[:] = [True]
+            return {
+                "status": JobStatus.QUEUED.value,
+                "attempts": _close_attempt(job, "abandoned", reason),
+                "progress": Progress(stage="queued", message="retrying: its worker died").model_dump_json(),
+            }
+
+        def extra(pipe: Pipeline) -> None:
+            rq_adapter.drop_bookkeeping(pipe, self.queue, job_id, started)
+            if requeued and requeued[0]:
+                self.enqueue(job_id, pipeline=pipe)
+
+        return self._transition(job_id, [JobStatus.RUNNING], change, extra=extra)
+
+    # -- webhook deliveries -------------------------------------------------------------------------
+
+    def append_delivery(self, job_id: str, entry: dict[str, Any]) -> None:
+        """Add one webhook delivery attempt to the job's `deliveries` (not a status change)."""
+        key = self.keys.job(job_id)
+
+        def append(pipe: Pipeline) -> None:
+            raw = pipe.hget(key, "deliveries")
+            deliveries = json.loads(raw) if raw else []
+            deliveries.append(entry)
+            pipe.multi()
+            pipe.hset(key, "deliveries", json.dumps(deliveries))
+
+        self.redis.transaction(append, key)
+
     # -- results ------------------------------------------------------------------------------------
 
     def get_result(self, job_id: str) -> JobResult | None:
-        raw = self.redis.get(self.result_key(job_id))
+        raw = self.redis.get(self.keys.result(job_id))
         if raw is None:
             path = self.result_file(job_id)
             if not path.is_file():
@@ -390,7 +462,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         """Remove a job's record and result (tests and admin clean-up; the API never deletes)."""
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.job_key(job_id), self.result_key(job_id))
-            pipe.zrem(self.index_key, job_id)
+            pipe.delete(self.keys.job(job_id), self.keys.result(job_id))
+            pipe.zrem(self.keys.jobs, job_id)
             pipe.execute()
         self.result_file(job_id).unlink(missing_ok=True)

@@ -5,18 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from prunebench.checkpoints.store import CheckpointError, CheckpointStore, UnknownCheckpoint, is_plain_name
-from prunebench.contract import CheckpointInfo
-from prunebench.service.auth import ADMIN
+from prunebench.contract import CheckpointInfo, Page
+from prunebench.service.access import checkpoint_as_seen_by, checkpoint_visibility
 from prunebench.service.deps import CheckpointStoreDep, PrincipalDep, SettingsDep
 from prunebench.service.problems import Problem
 from prunebench.service.responses import PROBLEM_RESPONSES
@@ -148,35 +147,25 @@ async def upload_checkpoint(
         tmp.unlink(missing_ok=True)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/checkpoints/{info.id}"
-    return as_seen_by(info, owner)
+    return checkpoint_as_seen_by(info, owner)
 
 
-def visible_to(store: CheckpointStore, principal: str) -> Callable[[CheckpointInfo], bool]:
-    """Builtin and mounted checkpoints are everyone's; an upload is its uploaders' (and admin's)."""
-
-    def visible(info: CheckpointInfo) -> bool:
-        return principal == ADMIN or info.source != "upload" or store.is_owner(info, principal)
-
-    return visible
-
-
-def as_seen_by(info: CheckpointInfo, principal: str) -> CheckpointInfo:
-    """An owner sees itself as the owner: who else uploaded the same bytes is none of its business."""
-    if info.source == "upload" and principal != ADMIN:
-        return info.model_copy(update={"owner": principal})
-    return info
-
-
-@router.get("")
-def list_checkpoints(store: CheckpointStoreDep, principal: PrincipalDep) -> dict[str, Any]:
-    visible = visible_to(store, principal)
-    items = [as_seen_by(i, principal) for i in store.list() if visible(i)]
-    return {"items": [i.model_dump(mode="json") for i in items], "total": len(items)}
+@router.get("", response_model=Page[CheckpointInfo])
+def list_checkpoints(
+    store: CheckpointStoreDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[CheckpointInfo]:
+    """The checkpoints the caller may use: built-in, mounted, and its own uploads."""
+    visible = checkpoint_visibility(store, principal)
+    items = [checkpoint_as_seen_by(i, principal) for i in store.list() if visible(i)]
+    return Page[CheckpointInfo](items=items[offset : offset + limit], total=len(items), limit=limit, offset=offset)
 
 
 def resolve_visible(store: CheckpointStore, ref: str, principal: str) -> tuple[CheckpointInfo, Path]:
     """The checkpoint `ref` names, as the caller may see it; raises a 404 Problem otherwise."""
-    visible = visible_to(store, principal)
+    visible = checkpoint_visibility(store, principal)
     try:
         info, path = store.resolve(ref, visible)
     except UnknownCheckpoint as exc:
@@ -184,7 +173,7 @@ def resolve_visible(store: CheckpointStore, ref: str, principal: str) -> tuple[C
     if not visible(info):
         # The same answer as for an id nobody uploaded: no hint that the checkpoint exists.
         raise Problem(404, f"unknown checkpoint {ref!r}: no such checkpoint", kind="unknown-checkpoint")
-    return as_seen_by(info, principal), path
+    return checkpoint_as_seen_by(info, principal), path
 
 
 @router.get("/{ref}", response_model=CheckpointInfo)

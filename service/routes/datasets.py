@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
-from prunebench.contract import DatasetInfo
+from prunebench.contract import DatasetInfo, Page
 from prunebench.datasets.catalog import CatalogError, DatasetSpec
 from prunebench.service.deps import CatalogDep, get_principal
 from prunebench.service.problems import Problem
@@ -39,15 +39,21 @@ def dataset_info(spec: DatasetSpec) -> DatasetInfo:
     return hit
 
 
-@router.get("")
-def list_datasets(catalog: CatalogDep) -> dict[str, Any]:
+@router.get("", response_model=Page[DatasetInfo])
+def list_datasets(
+    catalog: CatalogDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[DatasetInfo]:
+    """The usable datasets of the catalog, in catalog order. A broken entry is left out: it is the
+    operator's to fix, and the others stay usable."""
     items: list[DatasetInfo] = []
     for spec in catalog.values():
         try:
             items.append(dataset_info(spec))
         except CatalogError:
-            continue  # a broken entry is the operator's to fix; the others stay usable
-    return {"items": [i.model_dump(mode="json") for i in items], "total": len(items)}
+            continue
+    return Page[DatasetInfo](items=items[offset : offset + limit], total=len(items), limit=limit, offset=offset)
 
 
 @router.get("/{name}", response_model=DatasetInfo)

@@ -6,8 +6,8 @@ from typing import Any
 
 import redis
 from fastapi import APIRouter
-from rq import Worker
 
+from prunebench.jobs import rq_adapter
 from prunebench.service.deps import RedisDep, SettingsDep
 from prunebench.service.problems import Problem
 
@@ -26,8 +26,7 @@ def readyz(connection: RedisDep, settings: SettingsDep) -> dict[str, Any]:
     jobs queue up until a worker starts)."""
     try:
         connection.ping()
-        workers = Worker.all(connection=connection)
+        workers = rq_adapter.live_workers(connection, settings.queue_name)
     except redis.exceptions.RedisError as exc:
         raise Problem(503, f"Redis unreachable: {exc}", kind="store-unavailable", headers={"Retry-After": "5"}) from exc
-    ours = [w for w in workers if settings.queue_name in w.queue_names()]
-    return {"status": "ready", "redis": "ok", "workers": len(ours), "queue": settings.queue_name}
+    return {"status": "ready", "redis": "ok", "workers": workers, "queue": settings.queue_name}

@@ -10,23 +10,18 @@ Result answers by status (documented in README's API section):
 
 from __future__ import annotations
 
-import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse
-from rq.command import send_stop_job_command
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
-from rq.serializers import JSONSerializer
 
 from prunebench.checkpoints.store import CheckpointStore
-from prunebench.contract import JobRequest, JobResource, JobResult, JobStatus
+from prunebench.contract import JobRequest, JobResource, JobResult, JobStatus, Page
 from prunebench.datasets.catalog import CatalogError, DatasetSpec
-from prunebench.jobs.requeue import retry_job
+from prunebench.jobs import rq_adapter
 from prunebench.jobs.store import JobNotFound, JobStore, TransitionRefused, new_job_id
-from prunebench.service.deps import CatalogDep, CheckpointStoreDep, JobStoreDep, PrincipalDep, SettingsDep, can_see
-from prunebench.service.extras import require_allowed_callback
+from prunebench.service.access import can_see_job, job_owner_filter
+from prunebench.service.deps import CatalogDep, CheckpointStoreDep, JobStoreDep, PrincipalDep, SettingsDep
 from prunebench.service.idempotency import (
     IdempotencyInProgress,
     IdempotencyMismatch,
@@ -39,9 +34,9 @@ from prunebench.service.problems import Problem
 from prunebench.service.responses import PROBLEM_RESPONSES
 from prunebench.service.routes.checkpoints import resolve_visible
 from prunebench.service.routes.datasets import dataset_info
+from prunebench.service.webhooks import require_allowed_callback
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
-log = logging.getLogger("prunebench.api")
 
 
 def _job(store: JobStore, job_id: str, principal: str) -> JobResource:
@@ -49,7 +44,7 @@ def _job(store: JobStore, job_id: str, principal: str) -> JobResource:
         job = store.get(job_id)
     except JobNotFound:
         job = None
-    if job is None or not can_see(principal, job.owner):
+    if job is None or not can_see_job(principal, job.owner):
         raise Problem(404, f"no job {job_id!r}", kind="unknown-job")
     return job
 
@@ -67,7 +62,7 @@ def _replay(
     store: JobStore, idem: IdempotencyStore, owner: str, key: str, job_id: str, response: Response
 ) -> JobResource:
     """The job an earlier submission with this key created (waiting briefly if it is still being created)."""
-    if not wait_for_record(store.redis, store.job_key(job_id), idem.redis_key(owner, key)):
+    if not wait_for_record(store.redis, store.keys.job(job_id), idem.redis_key(owner, key)):
         raise Problem(
             409,
             "an earlier request with this Idempotency-Key is still in progress; retry",
@@ -106,7 +101,7 @@ def submit_job(
         return _submit(request, response, store, checkpoints, catalog, owner)
     if not valid_key(idempotency_key):
         raise Problem(422, "Idempotency-Key must be 1-200 visible ASCII characters", kind="validation")
-    idem = IdempotencyStore(store.redis, settings.redis_prefix, settings.idempotency_ttl_s)
+    idem = IdempotencyStore(store.redis, store.keys, settings.idempotency_ttl_s)
     try:
         claim = idem.claim(owner, idempotency_key, body_fingerprint(request.model_dump(mode="json")), new_job_id())
     except IdempotencyMismatch as exc:
@@ -150,23 +145,17 @@ def _submit(
     return job
 
 
-@router.get("")
+@router.get("", response_model=Page[JobResource])
 def list_jobs(
     store: JobStoreDep,
     principal: PrincipalDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
-    """Newest first, with the total count of matching jobs for paging."""
-    owner = None if principal == "admin" else principal
-    jobs, total = store.list(status=status, owner=owner, limit=limit, offset=offset)
-    return {
-        "items": [j.model_dump(mode="json") for j in jobs],
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    }
+) -> Page[JobResource]:
+    """The caller's jobs (every job for admin), newest first, with the total count for paging."""
+    jobs, total = store.list(status=status, owner=job_owner_filter(principal), limit=limit, offset=offset)
+    return Page[JobResource](items=jobs, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobResource)
@@ -202,23 +191,6 @@ def get_run_model(
     return FileResponse(path, media_type="application/octet-stream", filename=f"{job.id}-run{k}.pt")
 
 
-def _stop_running(store: JobStore, job_id: str) -> None:
-    """Ask the worker running `job_id` to kill its work-horse (rq's stop-job command, via pub/sub)."""
-    try:
-        send_stop_job_command(store.redis, job_id, serializer=JSONSerializer)
-    except (InvalidJobOperation, NoSuchJobError) as exc:
-        # Between dequeue and start, or already ended: the engine's should_stop() check covers it.
-        log.info("job %s: stop command not sent: %s", job_id, exc)
-
-
-def _drop_from_queue(store: JobStore, job_id: str) -> None:
-    try:
-        Job.fetch(job_id, connection=store.redis, serializer=JSONSerializer).cancel()
-    except (InvalidJobOperation, NoSuchJobError) as exc:
-        # Already dequeued: run_job reads our record first and returns at once for a canceled job.
-        log.info("job %s: not removed from the rq queue: %s", job_id, exc)
-
-
 @router.delete(
     "/{job_id}", response_model=JobResource, responses={200: {"model": JobResource}, 202: {"model": JobResource}}
 )
@@ -234,10 +206,11 @@ def cancel_job(job_id: str, response: Response, store: JobStoreDep, principal: P
         status = exc.current.value if exc.current else "gone"
         raise Problem(409, f"job {job_id} is already {status}", kind="job-finished") from exc
     if before == JobStatus.RUNNING:
-        _stop_running(store, job_id)
+        # The engine also sees the status at its next batch (should_stop); this kills a stuck horse.
+        rq_adapter.stop_job(store.redis, job_id)
         response.status_code = 202
     else:
-        _drop_from_queue(store, job_id)
+        rq_adapter.drop_from_queue(store.redis, job_id)
         response.status_code = 200
     return job
 
@@ -250,7 +223,7 @@ def retry(job_id: str, response: Response, store: JobStoreDep, principal: Princi
     """
     _job(store, job_id, principal)
     try:
-        job = retry_job(store, job_id)
+        job = store.retry(job_id)
     except JobNotFound as exc:
         raise Problem(404, f"no job {job_id!r}", kind="unknown-job") from exc
     except TransitionRefused as exc:

@@ -6,7 +6,9 @@ import argparse
 
 import pytest
 
-from prunebench.cli.client_commands import add_client_commands, format_jobs_table, format_result_table, parse_sparsities
+from prunebench.cli.arguments import parse_sparsities
+from prunebench.cli.client_commands import add_client_commands
+from prunebench.cli.render import format_jobs_table, format_result_table
 from prunebench.client.http import ClientError
 from prunebench.contract import JobResult
 

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prunebench.config import Settings
 from prunebench.contract import JobRequest, Progress
 from prunebench.jobs import metrics as jobmetrics
+from prunebench.jobs.keys import Keys
 from prunebench.jobs.store import JobStore, TransitionRefused, connect, utcnow
 from prunebench.service.app import create_app
 from prunebench.service.metrics import RedisCollector
@@ -56,9 +57,11 @@ def test_duration_buckets_are_cumulative(settings: Settings) -> None:
     connection = connect(settings)
     finished = utcnow()
     with connection.pipeline() as pipe:
-        jobmetrics.record_outcome(pipe, settings.redis_prefix, "succeeded", finished - timedelta(seconds=40), finished)
+        jobmetrics.record_outcome(
+            pipe, Keys(settings.redis_prefix), "succeeded", finished - timedelta(seconds=40), finished
+        )
         pipe.execute()
-    raw = connection.hgetall(jobmetrics.duration_key(settings.redis_prefix, "succeeded"))
+    raw = connection.hgetall(Keys(settings.redis_prefix).metrics_duration("succeeded"))
     fields = {k.decode(): float(v) for k, v in raw.items()}
     assert "le:30" not in fields and fields["le:60"] == 1 and fields["le:21600"] == 1 and fields["le:+Inf"] == 1
     assert abs(fields["sum"] - 40) < 1e-6
@@ -79,14 +82,14 @@ def test_stage_clock_adds_seconds_per_stage(settings: Settings) -> None:
             return False
 
     inner = Inner()
-    clock = jobmetrics.StageClock(inner, connection, settings.redis_prefix)
+    clock = jobmetrics.StageClock(inner, connection, Keys(settings.redis_prefix))
     clock.progress(Progress(stage="loading"))
     time.sleep(0.05)
     clock.progress(Progress(stage="evaluating"))
     clock.progress(Progress(stage="evaluating", images_done=1))
     time.sleep(0.02)
     clock.close()
-    stages = {k.decode(): float(v) for k, v in connection.hgetall(jobmetrics.stage_key(settings.redis_prefix)).items()}
+    stages = {k.decode(): float(v) for k, v in connection.hgetall(Keys(settings.redis_prefix).metrics_stages).items()}
     assert set(stages) == {"loading", "evaluating"}
     assert stages["loading"] >= 0.05 and stages["evaluating"] >= 0.02
     assert inner.seen == ["loading", "evaluating", "evaluating"] and not clock.should_stop()

@@ -14,7 +14,8 @@ from prunebench.checkpoints.store import BUILTIN_CHECKPOINT, CheckpointStore
 from prunebench.config import Settings
 from prunebench.contract import Environment, JobRequest, JobResult, JobStatus, Progress
 from prunebench.datasets.catalog import builtin_datasets
-from prunebench.jobs.store import RUN_JOB, JobNotFound, JobStore, TransitionRefused, connect
+from prunebench.jobs.rq_adapter import RUN_JOB, job_key
+from prunebench.jobs.store import JobNotFound, JobStore, TransitionRefused, connect
 
 REQUEST = JobRequest(checkpoint="yolov5n_shapes.pt", dataset="shapes-val", sparsities=[0.2, 0.3])
 
@@ -48,7 +49,7 @@ def test_create_stores_a_queued_record_and_a_json_rq_job(store: JobStore) -> Non
     assert rq_job.func_name == RUN_JOB and list(rq_job.args) == [job.id]
     assert rq_job.timeout == store.settings.job_timeout_s and rq_job.retries_left == 1
     # The payload is JSON, not a pickle: nothing in Redis can make a worker run code.
-    raw = store.redis.hget(f"rq:job:{job.id}", "data")
+    raw = store.redis.hget(job_key(job.id), "data")
     assert raw is not None and not raw.startswith(b"\x80")
     assert store.queue.job_ids == [job.id]
 
@@ -68,10 +69,10 @@ def test_lifecycle_running_progress_succeeded(store: JobStore) -> None:
     assert store.get_result(job.id) == result_for(job.id).model_copy(
         update={"created_at": store.get_result(job.id).created_at}
     )  # type: ignore[union-attr]
-    assert store.redis.ttl(store.result_key(job.id)) == -1
+    assert store.redis.ttl(store.keys.result(job.id)) == -1
     assert store.result_file(job.id).is_file()
     # Terminal: no more progress, no cancel, no second finish.
-    assert not store.update_progress(job.id, Progress(stage="late"))
+    assert not store.update_progress(job.id, Progress(stage="evaluating"))
     with pytest.raises(TransitionRefused):
         store.cancel(job.id)
     with pytest.raises(TransitionRefused):
@@ -88,7 +89,7 @@ def test_cancel_wins_over_a_late_finish(store: JobStore) -> None:
         store.finish_succeeded(job.id, result_for(job.id))
     assert refused.value.current == JobStatus.CANCELED
     # Nothing half-stored: no result in Redis, none on disk.
-    assert store.redis.get(store.result_key(job.id)) is None
+    assert store.redis.get(store.keys.result(job.id)) is None
     assert not store.result_file(job.id).exists()
     assert store.get_result(job.id) is None
     assert not store.update_progress(job.id, Progress(stage="evaluating"))
@@ -143,7 +144,7 @@ def test_result_file_is_read_back_when_redis_lost_it(store: JobStore) -> None:
     job = store.create(REQUEST, "local")
     store.mark_running(job.id, "w1")
     store.finish_succeeded(job.id, result_for(job.id))
-    store.redis.delete(store.result_key(job.id))
+    store.redis.delete(store.keys.result(job.id))
     assert store.get_result(job.id) is not None
 
 

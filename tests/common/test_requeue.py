@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from rq.registry import StartedJobRegistry
 from rq.worker import Worker
 
 from prunebench.config import Settings
 from prunebench.contract import JobRequest, JobStatus
-from prunebench.jobs.requeue import reap_abandoned, requeue_abandoned, retry_job
+from prunebench.jobs import rq_adapter
+from prunebench.jobs.requeue import reap_abandoned
 from prunebench.jobs.store import JobStore, TransitionRefused, connect
 
 REQUEST = JobRequest(checkpoint="yolov5n_shapes.pt", dataset="shapes-val", sparsity=0.2)
@@ -30,14 +30,12 @@ def store(settings: Settings) -> Iterator[JobStore]:
 def take(store: JobStore, job_id: str, worker: str) -> None:
     """What a worker does when it starts a job: dequeue it (rq), record it in the started registry, mark it."""
     assert store.queue.pop_job_id() == job_id
-    StartedJobRegistry(queue=store.queue).connection.zadd(
-        StartedJobRegistry(queue=store.queue).key, {f"{job_id}:exec-{worker}": 9e12}
-    )
+    rq_adapter.record_started(store.queue, job_id, f"exec-{worker}")
     store.mark_running(job_id, worker)
 
 
 def started_ids(store: JobStore) -> set[str]:
-    return {m.decode().split(":")[0] for m in store.redis.zrange(StartedJobRegistry(queue=store.queue).key, 0, -1)}
+    return rq_adapter.started_job_ids(store.queue)
 
 
 def test_a_job_of_a_vanished_worker_is_requeued_then_failed_when_retries_run_out(store: JobStore) -> None:
@@ -71,7 +69,7 @@ def test_a_heart_beating_worker_keeps_its_job(store: JobStore) -> None:
         assert store.get(job.id).status == JobStatus.RUNNING
         # Only the worker that ran the attempt can be declared dead for it.
         with pytest.raises(TransitionRefused):
-            requeue_abandoned(store, job.id, "some-other-worker", "test")
+            store.requeue_abandoned(job.id, "some-other-worker", "test")
     finally:
         worker.register_death()
 
@@ -79,19 +77,19 @@ def test_a_heart_beating_worker_keeps_its_job(store: JobStore) -> None:
 def test_retry_requeues_failed_and_canceled_jobs_only(store: JobStore) -> None:
     job = store.create(REQUEST, "alice")
     with pytest.raises(TransitionRefused):
-        retry_job(store, job.id)  # queued
+        store.retry(job.id)  # queued
     take(store, job.id, "w1")
     with pytest.raises(TransitionRefused):
-        retry_job(store, job.id)  # running
+        store.retry(job.id)  # running
     store.finish_failed(job.id, "ValueError: boom")
 
-    again = retry_job(store, job.id)
+    again = store.retry(job.id)
     assert again.status == JobStatus.QUEUED and again.error is None and again.finished_at is None
     assert [a.outcome for a in again.attempts] == ["failed"]
     assert store.queue.job_ids == [job.id] and job.id not in started_ids(store)
 
     store.cancel(job.id)
-    assert retry_job(store, job.id).status == JobStatus.QUEUED
+    assert store.retry(job.id).status == JobStatus.QUEUED
     assert store.queue.job_ids.count(job.id) == 1
 
 

@@ -154,7 +154,7 @@ def test_root_redirects_to_dashboard_with_strict_csp(service: Service) -> None:
     assert "text/html" in response.headers["content-type"]
     csp = response.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "http" not in csp
-    for name in ("app.js", "api.js", "charts.js", "style.css"):
+    for name in ("js/app.js", "js/api.js", "js/charts.js", "js/views/result/index.js", "style.css"):
         asset = httpx.get(f"{service.url}/ui/{name}")
         assert asset.status_code == 200, name
         # No external resources: the hosts have no internet.

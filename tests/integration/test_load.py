@@ -15,6 +15,8 @@ from types import ModuleType
 import pytest
 import redis
 
+from prunebench.jobs import rq_adapter
+from prunebench.jobs.keys import Keys
 from tests.support.paths import ROOT
 from tests.support.stack import Service
 
@@ -52,8 +54,8 @@ def test_a_burst_of_submissions_is_fully_accounted_for(api: Service) -> None:
     settings = api.settings
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        queued = [i.decode() for i in client.lrange(f"rq:queue:{settings.queue_name}", 0, -1)]
-        indexed = client.zcard(f"{settings.redis_prefix}:jobs")
+        queued = rq_adapter.waiting_ids(rq_adapter.make_queue(client, settings.queue_name))
+        indexed = client.zcard(Keys(settings.redis_prefix).jobs)
     finally:
         client.close()
     assert len(queued) == len(set(queued)) == 200 and indexed == 200

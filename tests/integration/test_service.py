@@ -19,6 +19,8 @@ import pytest
 import redis
 
 from prunebench.contract import JobResult, Metrics
+from prunebench.jobs import rq_adapter
+from prunebench.jobs.keys import Keys
 from tests.support.paths import DEMO_DIR, SMALL_JOB
 from tests.support.stack import Service, children_of
 
@@ -223,8 +225,9 @@ def test_sweep_job_end_to_end(service: Service) -> None:
     settings = service.settings
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        assert client.ttl(f"{settings.redis_prefix}:result:{job['id']}") == -1
-        assert client.ttl(f"{settings.redis_prefix}:job:{job['id']}") == -1
+        keys = Keys(settings.redis_prefix)
+        assert client.ttl(keys.result(job["id"])) == -1
+        assert client.ttl(keys.job(job["id"])) == -1
     finally:
         client.close()
     assert JobResult.model_validate_json((settings.results_dir / f"{job['id']}.json").read_bytes()) == result
@@ -376,7 +379,9 @@ def test_demo_on_a_shared_redis_leaves_no_keys_behind(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr[-3000:]
         left = {key.decode() for key in shared.scan_iter("*")}
         # rq marks a stopped worker dead and lets its key expire on its own within a minute.
-        workers = {key for key in left if key.startswith("rq:worker:")}
+        workers = {key for key in left if key.startswith(rq_adapter.worker_key(""))}
         assert all(0 < shared.ttl(key) <= 60 for key in workers)
         assert left - workers == {"someone-else:key"}
-        assert not any(m.decode().startswith("rq:queue:prunebench-demo") for m in shared.smembers("rq:queues"))
+        assert not any(
+            k.startswith(rq_adapter.queue_key("prunebench-demo")) for k in rq_adapter.known_queue_keys(shared)
+        )

@@ -19,6 +19,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from prunebench.config import Settings
+from prunebench.jobs.keys import Keys
 from prunebench.service.app import create_app
 from tests.support.hostile import SystemPayload
 from tests.support.paths import DEMO_DIR
@@ -60,7 +61,7 @@ def problem(response: Any, *statuses: int) -> dict[str, Any]:
 def stored_jobs(settings: Settings) -> int:
     connection = redis.Redis.from_url(settings.redis_url)
     try:
-        return int(connection.zcard(f"{settings.redis_prefix}:jobs"))
+        return int(connection.zcard(Keys(settings.redis_prefix).jobs))
     finally:
         connection.close()
 

@@ -10,6 +10,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from prunebench.config import Settings
+from prunebench.jobs.keys import Keys
 from prunebench.service.app import create_app
 from prunebench.service.idempotency import IdempotencyMismatch, IdempotencyStore, body_fingerprint
 
@@ -101,13 +102,13 @@ def test_concurrent_duplicates_create_exactly_one_job(app_settings: Settings) ->
 def test_claims_expire_after_the_configured_retention(app_settings: Settings) -> None:
     connection = redis.Redis.from_url(app_settings.redis_url)
     try:
-        store = IdempotencyStore(connection, app_settings.redis_prefix, ttl_s=60)
+        store = IdempotencyStore(connection, Keys(app_settings.redis_prefix), ttl_s=60)
         fingerprint = body_fingerprint(JOB)
         assert not store.claim("alice", "k", fingerprint, "job-1").replay
         assert 55 <= connection.ttl(store.redis_key("alice", "k")) <= 60
         assert store.claim("alice", "k", fingerprint, "job-2").job_id == "job-1"
         with pytest.raises(IdempotencyMismatch):
             store.claim("alice", "k", body_fingerprint({**JOB, "sparsity": 0.5}), "job-3")
-        assert connection.ttl(f"{app_settings.redis_prefix}:idem:missing") == -2
+        assert connection.ttl(store.redis_key("alice", "missing")) == -2
     finally:
         connection.close()

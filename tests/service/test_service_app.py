@@ -43,3 +43,46 @@ def test_upload_needs_multipart() -> None:
         response = client.post("/v1/checkpoints", content=b"raw", headers={"content-type": "application/octet-stream"})
         assert response.status_code == 415
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_meta_serves_the_contracts_names_without_a_key() -> None:
+    from prunebench.contract import JOB_STATUSES, PRUNE_METHODS, STAGES, JobStatus
+
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", api_keys="alice:k-0123456789"))
+    with TestClient(app) as client:
+        meta = client.get("/v1/meta").json()
+    assert meta["methods"] == list(PRUNE_METHODS) and meta["stages"] == list(STAGES)
+    assert meta["statuses"] == list(JOB_STATUSES) == [s.value for s in JobStatus]
+    assert meta["terminal_statuses"] == ["succeeded", "failed", "canceled"]
+
+
+def test_openapi_declares_the_bearer_scheme_and_typed_pages() -> None:
+    schema = create_app(Settings(redis_url="redis://127.0.0.1:1/0", auth_disabled=True)).openapi()
+    assert schema["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schema["components"]["securitySchemes"]["ApiKey"]["description"],
+    }
+    assert {"ApiKey": []} in schema["paths"]["/v1/jobs"]["get"]["security"]
+    assert "security" not in schema["paths"]["/v1/meta"]["get"]
+    for path, item in [
+        ("/v1/jobs", "JobResource"),
+        ("/v1/checkpoints", "CheckpointInfo"),
+        ("/v1/datasets", "DatasetInfo"),
+    ]:
+        ref = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        page = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        assert set(page["required"]) == {"items", "total", "limit", "offset"}, path
+        assert page["properties"]["items"]["items"]["$ref"].endswith(item)
+
+
+def test_dashboard_serves_its_modules_from_sub_folders_and_nothing_outside() -> None:
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", auth_disabled=True))
+    with TestClient(app) as client:
+        index = client.get("/ui/")
+        assert index.status_code == 200 and 'src="js/app.js"' in index.text
+        module = client.get("/ui/js/views/result/runs.js")
+        assert module.status_code == 200 and module.headers["content-type"].startswith("text/javascript")
+        assert module.headers["content-security-policy"].startswith("default-src 'none'")
+        for outside in ("/ui/../app.py", "/ui/js/../../dashboard.py", "/ui/%2e%2e/app.py", "/ui/js/nothing.js"):
+            assert client.get(outside).status_code == 404, outside

@@ -117,7 +117,6 @@ def test_attempts_are_bounded_and_one_claimant_wins(settings: Settings) -> None:
 
 
 def test_a_retried_job_that_ends_again_owes_a_new_callback(settings: Settings) -> None:
-    from prunebench.jobs.requeue import retry_job
 
     hooks = hook_settings(settings)
     connection = connect(hooks)
@@ -127,7 +126,7 @@ def test_a_retried_job_that_ends_again_owes_a_new_callback(settings: Settings) -
         job = store.create(JobRequest(checkpoint="c", dataset="d", sparsity=0.2, callback_url=receiver.url), "o")
         store.cancel(job.id)
         assert deliverer.run_once() and not deliverer.run_once()
-        retry_job(store, job.id)
+        store.retry(job.id)
         assert not deliverer.run_once()  # queued again: nothing owed
         store.cancel(job.id)
         assert deliverer.run_once()

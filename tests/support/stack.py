@@ -22,6 +22,7 @@ import redis
 
 from prunebench.config import Settings
 from prunebench.infra.redis_server import free_port
+from prunebench.jobs.keys import Keys
 from tests.support.paths import DEMO_DIR, ROOT
 
 
@@ -54,7 +55,7 @@ def unique_prefix() -> str:
 def drop_prefix(url: str, prefix: str) -> None:
     client = redis.Redis.from_url(url)
     try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        keys = list(client.scan_iter(match=Keys(prefix).pattern, count=1000))
         if keys:
             client.delete(*keys)
     finally:

@@ -14,6 +14,7 @@ from rq.serializers import JSONSerializer
 
 from prunebench.config import Settings
 from prunebench.contract import JobRequest
+from prunebench.jobs import rq_adapter
 from prunebench.jobs.store import JobStore, connect
 from prunebench.worker.runner import build_worker
 
@@ -44,7 +45,7 @@ def test_a_pickled_payload_planted_in_redis_is_refused_not_run(settings: Setting
         job = store.create(JobRequest(checkpoint="yolov5n_shapes.pt", dataset="shapes-val", sparsity=0.2), "alice")
         marker = tmp_path / "pwned"
         # Someone with write access to Redis swaps the job's payload for a pickle.
-        connection.hset(f"rq:job:{job.id}", "data", zlib.compress(pickle.dumps(_Boom(marker))))
+        connection.hset(rq_adapter.job_key(job.id), "data", zlib.compress(pickle.dumps(_Boom(marker))))
         with pytest.raises(Exception):  # noqa: B017 - any refusal will do; running it would not
             Job.fetch(job.id, connection=connection, serializer=JSONSerializer).args  # noqa: B018
         assert not marker.exists()

@@ -6,14 +6,13 @@ survive a fork.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 
 import torch
 
 import prunebench
 from prunebench.contract import Environment
+from prunebench.infra.identity import worker_name
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,2})$")
 
@@ -65,17 +64,13 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def default_worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def environment(device: torch.device, worker: str | None = None) -> Environment:
     return Environment(
         device=str(device),
         device_name=device_name(device),
         torch=torch.__version__,
         cuda=torch.version.cuda if device.type == "cuda" else None,
-        worker=worker or default_worker_name(),
+        worker=worker or worker_name(),
         prunebench=prunebench.__version__,
     )
 

@@ -30,3 +30,9 @@ class NullReporter:
 
     def should_stop(self) -> bool:
         return False
+
+
+def one_line(exc: BaseException) -> str:
+    """`ExceptionClass: message` on one line, for the job record and the API."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

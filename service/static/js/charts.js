@@ -35,7 +35,7 @@ function domainOf(values, { zero = false } = {}) {
   const finite = values.filter((v) => Number.isFinite(v));
   if (!finite.length) return [0, 1];
   let lo = Math.min(...finite);
-  let hi = Math.max(...finite);
+  const hi = Math.max(...finite);
   if (zero) lo = Math.min(0, lo);
   return [lo, hi];
 }
@@ -53,7 +53,10 @@ export function lineChart(series, opts = {}) {
   const ih = height - m.top - m.bottom;
 
   const all = series.flatMap((s) => s.points);
-  const [x0, x1] = domainOf(all.map((p) => p.x), { zero: true });
+  const [x0, x1] = domainOf(
+    all.map((p) => p.x),
+    { zero: true },
+  );
   const xTicks = niceTicks(x0, Math.max(x1, x0 + 0.1), 6);
   const xs = [xTicks[0], xTicks[xTicks.length - 1]];
 
@@ -107,7 +110,13 @@ export function lineChart(series, opts = {}) {
     svg.append(el("text", { x: 0, y: 0, class: "axis-label", "text-anchor": "middle", transform: `translate(14 ${m.top + ih / 2}) rotate(-90)` }, opts.yLabel));
   }
   if (hasRight && opts.y2Label) {
-    svg.append(el("text", { x: 0, y: 0, class: "axis-label", "text-anchor": "middle", transform: `translate(${width - 10} ${m.top + ih / 2}) rotate(90)` }, opts.y2Label));
+    svg.append(
+      el(
+        "text",
+        { x: 0, y: 0, class: "axis-label", "text-anchor": "middle", transform: `translate(${width - 10} ${m.top + ih / 2}) rotate(90)` },
+        opts.y2Label,
+      ),
+    );
   }
 
   series.forEach((s, i) => {
@@ -175,7 +184,13 @@ export function barChart(bars, opts = {}) {
   const iw = width - m.left - m.right;
   const ih = height - m.top - m.bottom;
   const max = opts.max ?? 1;
-  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart bars", role: "img", "aria-label": opts.ariaLabel || "bar chart", "data-testid": opts.testid });
+  const svg = el("svg", {
+    viewBox: `0 0 ${width} ${height}`,
+    class: "chart bars",
+    role: "img",
+    "aria-label": opts.ariaLabel || "bar chart",
+    "data-testid": opts.testid,
+  });
   const yTicks = niceTicks(0, max, 4);
   const top = yTicks[yTicks.length - 1];
   const sy = (v) => m.top + ih - (v / top) * ih;

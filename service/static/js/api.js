@@ -35,7 +35,7 @@ export class ApiError extends Error {
 function formatDetail(detail) {
   if (typeof detail === "string") return detail;
   if (Array.isArray(detail)) {
-    return detail.map((d) => (d && d.msg ? `${(d.loc || []).filter((p) => p !== "body").join(".")}: ${d.msg}` : JSON.stringify(d))).join("; ");
+    return detail.map((d) => (d?.msg ? `${(d.loc || []).filter((p) => p !== "body").join(".")}: ${d.msg}` : JSON.stringify(d))).join("; ");
   }
   return JSON.stringify(detail);
 }
@@ -69,17 +69,6 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   if (response.status === 204) return null;
   const text = await response.text();
   return text ? JSON.parse(text) : null;
-}
-
-/** The resources of a list answer, bare or wrapped as {items: [...]}. */
-export function itemsOf(page) {
-  if (Array.isArray(page)) return page;
-  if (page && typeof page === "object") {
-    for (const key of ["items", "jobs", "checkpoints", "datasets", "data", "results"]) {
-      if (Array.isArray(page[key])) return page[key];
-    }
-  }
-  return [];
 }
 
 /** Download an authenticated URL as a file (fetch with the key, then a blob link). */
@@ -123,7 +112,13 @@ export function uploadCheckpoint(file, onProgress) {
         body = null;
       }
       if (xhr.status >= 200 && xhr.status < 300) resolve(body);
-      else reject(new ApiError(xhr.status, body && typeof body === "object" ? body : { title: xhr.statusText || `HTTP ${xhr.status}`, detail: xhr.responseText.slice(0, 500) }));
+      else
+        reject(
+          new ApiError(
+            xhr.status,
+            body && typeof body === "object" ? body : { title: xhr.statusText || `HTTP ${xhr.status}`, detail: xhr.responseText.slice(0, 500) },
+          ),
+        );
     };
     const form = new FormData();
     form.append("file", file, file.name);

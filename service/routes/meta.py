@@ -1,0 +1,40 @@
+"""GET /v1/meta: the names the API speaks (methods, statuses, stages, outcomes), from the contract.
+
+Public, like /healthz: it holds no data, and the dashboard builds its forms from it before a key is
+entered. Clients read names here instead of copying them, so a new pruning method or stage needs
+no client change.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+import prunebench
+from prunebench.contract import (
+    ATTEMPT_OUTCOMES,
+    JOB_STATUSES,
+    MAX_SPARSITIES,
+    PRUNE_METHODS,
+    STAGES,
+    TERMINAL_STATUSES,
+    Meta,
+)
+
+router = APIRouter(prefix="/v1/meta", tags=["meta"])
+
+META = Meta.model_validate(
+    {
+        "version": prunebench.__version__,
+        "methods": PRUNE_METHODS,
+        "statuses": JOB_STATUSES,
+        "terminal_statuses": [s for s in JOB_STATUSES if s in TERMINAL_STATUSES],
+        "stages": STAGES,
+        "attempt_outcomes": ATTEMPT_OUTCOMES,
+        "max_sparsities": MAX_SPARSITIES,
+    }
+)
+
+
+@router.get("", response_model=Meta)
+def get_meta() -> Meta:
+    return META

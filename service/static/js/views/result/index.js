@@ -1,0 +1,19 @@
+// A succeeded job's result, panel by panel: charts, comparison picker, runs, per-layer sparsity, environment.
+
+import { chartsPanel } from "./charts.js";
+import { comparePanel } from "./compare.js";
+import { environmentPanel } from "./environment.js";
+import { layersPanel } from "./layers.js";
+import { runsPanel } from "./runs.js";
+
+/** Append the result panels of `job` to `container`; `compare` is the set of job ids overlaid on the charts. */
+export async function renderResult(job, result, compare, container, gen) {
+  const runs = [...(result.runs || [])].sort((a, b) => a.sparsity_target - b.sparsity_target);
+  const charts = chartsPanel(runs, compare, gen);
+  const picker = comparePanel(job, compare, gen, charts.draw);
+  const layers = layersPanel(runs);
+  container.append(charts.node, picker.node, runsPanel(job, result, runs), layers.node, environmentPanel(job, result));
+  await charts.draw();
+  layers.draw();
+  await picker.draw();
+}
