@@ -1,8 +1,8 @@
 """The web dashboard, driven in headless Chromium against a real running stack.
 
 Submits the demo sweep through the form, watches it finish, and checks the charts, tables and the
-authenticated result download. Chromium comes from the system packages (installed here with apt when
-absent and we are root); nothing is downloaded from the internet. Skips only when no Chromium can be had.
+authenticated result download. Chromium and chromedriver are the system's (scripts/setup.sh installs
+them); nothing is downloaded from the internet. Skips only when they are not installed.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -38,34 +36,18 @@ def _which_chromium() -> tuple[str | None, str | None]:
     return browser, driver
 
 
-def _ensure_chromium() -> tuple[str, str]:
+def _chromium() -> tuple[str, str]:
+    """The system's Chromium and chromedriver (scripts/setup.sh installs them); skip without them."""
     browser, driver = _which_chromium()
-    if (browser is None or driver is None) and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        cmd = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
-        if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
-            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
-            subprocess.run(cmd, env=env, capture_output=True, timeout=900)
-        browser, driver = _which_chromium()
     if browser is None or driver is None:
-        pytest.skip("Chromium and chromedriver are not installed and could not be installed")
+        pytest.skip("Chromium and chromedriver are not installed (scripts/setup.sh test installs them)")
     return browser, driver
-
-
-def _selenium() -> Any:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "selenium"], capture_output=True, timeout=600
-        )
-    return pytest.importorskip("selenium.webdriver")
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    chromium, chromedriver = _ensure_chromium()
-    webdriver = _selenium()
+    chromium, chromedriver = _chromium()
+    webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
     downloads = tmp_path_factory.mktemp("downloads")
