@@ -21,7 +21,7 @@ RUN groupadd --system --gid 10001 prunebench \
 # The API's requirements, read from pyproject.toml alone, so source edits do not re-install them.
 FROM base AS requirements
 WORKDIR /src
-COPY pyproject.toml ./
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies']))" > requirements.txt
 
 # prunebench itself as a wheel (pure Python, built here so the final image holds no source tree).
@@ -44,8 +44,9 @@ CMD ["rq-dashboard", "--bind", "0.0.0.0", "--port", "9181", "--json"]
 
 # The API (default target).
 FROM base AS api
-COPY --from=requirements /src/requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
+COPY --from=requirements /src/requirements.txt /src/constraints.txt /tmp/
+RUN pip install --no-cache-dir -c /tmp/constraints.txt -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt /tmp/constraints.txt
 RUN --mount=type=bind,from=wheel,source=/dist,target=/dist \
     pip install --no-cache-dir --no-deps /dist/prunebench-*.whl \
     && pip check

@@ -31,7 +31,7 @@ RUN groupadd --system --gid 10001 prunebench \
 # pyproject.toml changes, not on every source edit.
 FROM base AS requirements
 WORKDIR /src
-COPY pyproject.toml ./
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; reqs = p['dependencies'] + [r for r in p['optional-dependencies']['worker'] if not r.startswith('prunebench')]; print('\n'.join(reqs))" > requirements.txt
 
 FROM base AS wheel
@@ -46,8 +46,9 @@ FROM base AS worker
 # Optional extra index for a different torch build, e.g.
 #   --build-arg PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cu130
 ARG PIP_EXTRA_INDEX_URL=""
-COPY --from=requirements /src/requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
+COPY --from=requirements /src/requirements.txt /src/constraints.txt /tmp/
+RUN pip install --no-cache-dir -c /tmp/constraints.txt -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt /tmp/constraints.txt
 RUN --mount=type=bind,from=wheel,source=/dist,target=/dist \
     pip install --no-cache-dir --no-deps /dist/prunebench-*.whl \
     && pip check

@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports
 node_modules/.bin/biome check service/static
+.venv/bin/mypy

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11+) and install prunebench with the given extras, e.g. `scripts/setup.sh test`.
-# pip takes torch 2.14.1 / torchvision 0.29.1 from the pinned versions in pyproject.toml.
+# pip takes torch 2.14.1 / torchvision 0.29.1 from the pinned versions in pyproject.toml; every other
+# distribution is held to constraints.txt (the versions the tests ran against).
 # With the `test` extras it also installs what the tests and checks need outside Python: the system
 # packages redis-server, chromium and chromium-driver (apt-get, when missing and we are root) and the
 # dashboard's JS linter (Biome, pinned in package.json / package-lock.json, with npm ci).
@@ -30,7 +31,8 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]" --config-settings editable_mode=strict
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[${extras}]" \
+    --config-settings editable_mode=strict
 if [[ ",${extras}," == *",test,"* ]]; then
     system_packages
     npm ci --no-audit --no-fund --loglevel=error

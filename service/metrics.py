@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from prunebench.config import Settings
+from prunebench.infra.redis_values import text
 from prunebench.jobs import metrics as jobmetrics
 from prunebench.jobs import rq_adapter
 from prunebench.jobs.keys import Keys
@@ -74,7 +75,7 @@ class RedisCollector(Collector):
         yield workers
 
         counts = self.redis.hgetall(keys.metrics_jobs)
-        by_name = {k.decode(): _num(v) for k, v in counts.items()}
+        by_name = {text(k): _num(v) for k, v in counts.items()}
         submitted = CounterMetricFamily("prunebench_jobs_submitted", "Jobs accepted by POST /v1/jobs.")
         submitted.add_metric([], by_name.get("submitted", 0.0))
         yield submitted
@@ -89,7 +90,7 @@ class RedisCollector(Collector):
             "prunebench_job_duration_seconds", "Run time of jobs that ran, by final status.", labels=["status"]
         )
         for status in jobmetrics.OUTCOMES:
-            raw = {k.decode(): _num(v) for k, v in self.redis.hgetall(keys.metrics_duration(status)).items()}
+            raw = {text(k): _num(v) for k, v in self.redis.hgetall(keys.metrics_duration(status)).items()}
             buckets = [(f"{b:g}", raw.get(jobmetrics.bucket_field(b), 0.0)) for b in jobmetrics.DURATION_BUCKETS_S]
             buckets.append(("+Inf", raw.get("le:+Inf", 0.0)))
             duration.add_metric([status], buckets, raw.get("sum", 0.0))
@@ -99,7 +100,7 @@ class RedisCollector(Collector):
             "prunebench_stage_seconds", "Wall seconds workers spent in each pipeline stage.", labels=["stage"]
         )
         for stage, seconds in sorted(self.redis.hgetall(keys.metrics_stages).items()):
-            stages.add_metric([stage.decode()], _num(seconds))
+            stages.add_metric([text(stage)], _num(seconds))
         yield stages
 
 

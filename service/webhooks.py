@@ -140,7 +140,7 @@ class Deliverer:
     def _body(self, job_id: str) -> bytes | None:
         stored = self.redis.get(self.body_key(job_id))
         if stored is not None:
-            return bytes(stored)
+            return stored if isinstance(stored, bytes) else str(stored).encode()
         try:
             job = self.store.get(job_id)
         except JobNotFound:

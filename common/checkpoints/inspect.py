@@ -462,7 +462,7 @@ def find_upstream_model(obj: object) -> ModuleStub | None:
         for key in ("ema", "model"):
             candidate = obj.get(key)
             if _is_model(candidate):
-                return candidate  # type: ignore[return-value]
+                return candidate
     return None
 
 

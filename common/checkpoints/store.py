@@ -72,7 +72,7 @@ def info_from_meta(
         format=meta.format,
         num_classes=meta.num_classes,
         class_names=meta.class_names,
-        source=source,  # type: ignore[arg-type]
+        source=source,
         arch=meta.arch,
         stride=meta.stride,
         owner=owner,
@@ -267,10 +267,10 @@ class CheckpointStore:
                 if info.id == ref:
                     return info, path
             raise UnknownCheckpoint(ref)
-        path = self._models_dir_path(ref)
+        mounted = self._models_dir_path(ref)
         candidates: list[tuple[Path, str, str]] = []
-        if path is not None:
-            candidates.append((path, ref, "models_dir"))
+        if mounted is not None:
+            candidates.append((mounted, ref, "models_dir"))
         if self.settings.builtin_assets and ref == BUILTIN_CHECKPOINT.name:
             candidates.append((BUILTIN_CHECKPOINT, ref, "builtin"))
         for path, name, source in candidates:

@@ -172,13 +172,14 @@ def _drop_demo_keys(url: str, prefix: str) -> None:
     """Leave a shared Redis as the demo found it: our records, and rq's keys for our queue and jobs."""
     import redis
 
+    from prunebench.infra.redis_values import text
     from prunebench.jobs import rq_adapter
     from prunebench.jobs.keys import Keys
 
     keys = Keys(prefix)
     with contextlib.suppress(redis.exceptions.RedisError):
         client = redis.Redis.from_url(url)
-        job_ids = [raw.decode() for raw in client.zrange(keys.jobs, 0, -1)]
+        job_ids = [text(raw) for raw in client.zrange(keys.jobs, 0, -1)]
         ours = list(client.scan_iter(match=keys.pattern, count=500))
         if ours:
             client.delete(*ours)

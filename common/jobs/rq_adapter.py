@@ -24,6 +24,7 @@ from rq.registry import CanceledJobRegistry, FailedJobRegistry, StartedJobRegist
 from rq.serializers import JSONSerializer
 
 from prunebench.infra.identity import worker_name
+from prunebench.infra.redis_values import text
 
 log = logging.getLogger("prunebench.jobs.rq")
 
@@ -93,16 +94,17 @@ def waiting_ids(queue: Queue) -> list[str]:
     return list(queue.job_ids)
 
 
-def started_entries(queue: Queue, job_id: str) -> list[bytes]:
+def started_entries(queue: Queue, job_id: str) -> list[str]:
     """`job_id:execution_id` members of rq's started registry for this job."""
     key = StartedJobRegistry(queue=queue).key
-    return [m for m in queue.connection.zrange(key, 0, -1) if m.decode().split(":", 1)[0] == job_id]
+    entries = [text(m) for m in queue.connection.zrange(key, 0, -1)]
+    return [m for m in entries if m.split(":", 1)[0] == job_id]
 
 
 def started_job_ids(queue: Queue) -> set[str]:
     """Ids of the jobs rq's started registry holds: those a worker took and has not finished."""
     key = StartedJobRegistry(queue=queue).key
-    return {m.decode().split(":", 1)[0] for m in queue.connection.zrange(key, 0, -1)}
+    return {text(m).split(":", 1)[0] for m in queue.connection.zrange(key, 0, -1)}
 
 
 def record_started(queue: Queue, job_id: str, execution_id: str, expires_at: float = 9e12) -> None:
@@ -110,7 +112,7 @@ def record_started(queue: Queue, job_id: str, execution_id: str, expires_at: flo
     queue.connection.zadd(StartedJobRegistry(queue=queue).key, {f"{job_id}:{execution_id}": expires_at})
 
 
-def drop_bookkeeping(pipe: Pipeline, queue: Queue, job_id: str, started: list[bytes]) -> None:
+def drop_bookkeeping(pipe: Pipeline, queue: Queue, job_id: str, started: list[str]) -> None:
     """Remove the job from rq's queue and registries, so neither rq's clean-up nor a stale entry acts on it.
 
     `started` is what `started_entries` read before the transaction (a MULTI cannot read).
@@ -160,7 +162,7 @@ def forget_queue(connection: redis.Redis, queue_name: str, job_ids: list[str]) -
 
 def known_queue_keys(connection: redis.Redis) -> set[str]:
     """rq's set of queues it knows (the keys of their lists)."""
-    return {m.decode() for m in connection.smembers(Queue.redis_queues_keys)}
+    return {text(m) for m in connection.smembers(Queue.redis_queues_keys)}
 
 
 # -- workers ----------------------------------------------------------------------------------------
@@ -178,7 +180,7 @@ def worker_last_seen(connection: redis.Redis, worker_name: str) -> datetime | No
         return None
     try:
         # rq writes '%Y-%m-%dT%H:%M:%S.%fZ' in UTC.
-        return datetime.fromisoformat(raw.decode().replace("Z", "+00:00"))
+        return datetime.fromisoformat(text(raw).replace("Z", "+00:00"))
     except ValueError:
         return None
 

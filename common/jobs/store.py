@@ -34,6 +34,7 @@ kept, and gets a fresh automatic-retry budget.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import tempfile
@@ -48,6 +49,7 @@ from redis.client import Pipeline
 
 from prunebench.config import Settings
 from prunebench.contract import Attempt, AttemptOutcome, JobRequest, JobResource, JobResult, JobStatus, Progress
+from prunebench.infra.redis_values import optional_text, text
 from prunebench.jobs import events as job_events
 from prunebench.jobs import rq_adapter
 from prunebench.jobs.keys import Keys
@@ -82,10 +84,8 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: Any) -> str | None:
+    return optional_text(value)
 
 
 def _time(value: str | None) -> datetime | None:
@@ -141,8 +141,8 @@ class JobStore:
 
     # -- records ------------------------------------------------------------------------------------
 
-    def _decode(self, job_id: str, raw: dict[bytes, bytes]) -> JobResource:
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
+    def _decode(self, job_id: str, raw: dict[Any, Any]) -> JobResource:
+        fields = {text(k): text(v) for k, v in raw.items()}
         status = JobStatus(fields["status"])
         return JobResource(
             id=job_id,
@@ -192,7 +192,7 @@ class JobStore:
         with self.redis.pipeline(transaction=True) as pipe:
             # Explicit MULTI: rq's enqueue joins a caller's pipeline only once it is in MULTI mode.
             pipe.multi()
-            pipe.hset(self.keys.job(job_id), mapping=record)
+            pipe.hset(self.keys.job(job_id), mapping=dict[Any, Any](record))
             pipe.zadd(self.keys.jobs, {job_id: created.timestamp()})
             job_events.on_created(pipe, self.keys)
             self.enqueue(job_id, pipeline=pipe)
@@ -240,7 +240,7 @@ class JobStore:
             start += chunk
         return self._many(matching[offset : offset + limit]), len(matching)
 
-    def _many(self, ids: Iterable[str]) -> list[JobResource]:
+    def _many(self, ids: Iterable[str]) -> builtins.list[JobResource]:
         ids = list(ids)
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
@@ -274,7 +274,7 @@ class JobStore:
                 raise TransitionRefused(job_id, current.status)
             fields = change(current)
             pipe.multi()
-            pipe.hset(key, mapping=fields)
+            pipe.hset(key, mapping=dict[Any, Any](fields))
             # Metrics and owed webhooks commit with the status (prunebench.jobs.events).
             job_events.on_transition(pipe, self.keys, current, fields)
             if extra is not None:
@@ -335,9 +335,10 @@ class JobStore:
                 "cached": "1" if result.cached else "0",
             }
 
-        job = self._transition(
-            job_id, [JobStatus.RUNNING], change, extra=lambda pipe: pipe.set(self.keys.result(job_id), payload)
-        )
+        def store_result(pipe: Pipeline) -> None:
+            pipe.set(self.keys.result(job_id), payload)
+
+        job = self._transition(job_id, [JobStatus.RUNNING], change, extra=store_result)
         # The file copy follows the commit: a refused transition must not leave a result behind.
         write_atomic(self.result_file(job_id), payload.encode())
         return job

@@ -6,12 +6,15 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 from prunebench.checkpoints.store import CheckpointError, CheckpointStore, UnknownCheckpoint, is_plain_name
 from prunebench.contract import CheckpointInfo, Page
@@ -47,7 +50,7 @@ class _FilePart:
         self._header_value = bytearray()
         self._disposition: bytes | None = None
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda d, s, e: self._header_field.extend(d[s:e]),

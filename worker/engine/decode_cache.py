@@ -121,7 +121,7 @@ def _decode_into(
                 submitted += 1
             pixels, orig_hw = pending.pop(0).result()
             pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-            stored.append(StoredImage(paths[done].name, orig_hw, tuple(pixels.shape), fh.tell()))  # type: ignore[arg-type]
+            stored.append(StoredImage(paths[done].name, orig_hw, tuple(pixels.shape), fh.tell()))
             fh.write(pixels.data)
             if on_progress is not None:
                 on_progress(done + 1, len(paths))
