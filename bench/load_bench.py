@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,6 +38,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable from a checkout without installing
 
+from prunebench.infra.processes import Supervisor  # noqa: E402
 from prunebench.infra.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 JOB: dict[str, Any] = {
@@ -204,33 +204,20 @@ def local_stack(workers: int = 0) -> Iterator[tuple[str, str]]:
         }
         env.pop("PRUNEBENCH_AUTH_DISABLED", None)
         me = [sys.executable, "-m", "prunebench.cli"]
-        log = (Path(tmp) / "stack.log").open("wb")
-        procs = [subprocess.Popen([*me, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=ROOT,
-                                  stdout=log, stderr=subprocess.STDOUT)]  # fmt: skip
-        procs += [
-            subprocess.Popen([*me, "worker"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            for _ in range(workers)
-        ]
         url = f"http://127.0.0.1:{port}"
-        try:
+        with Supervisor(Path(tmp) / "logs", grace_s=30) as children:
+            children.start("api", [*me, "serve", "--host", "127.0.0.1", "--port", str(port)], env, cwd=ROOT)
+            for n in range(workers):
+                children.start(f"worker{n}", [*me, "worker"], env, cwd=ROOT)
             deadline = time.monotonic() + 60
             while True:
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                         break
-                if time.monotonic() > deadline or procs[0].poll() is not None:
-                    raise RuntimeError(f"the API did not start:\n{(Path(tmp) / 'stack.log').read_text()[-3000:]}")
+                if time.monotonic() > deadline or children.procs["api"].poll() is not None:
+                    raise RuntimeError(f"the API did not start:\n{children.tail('api', 60)}")
                 time.sleep(0.2)
             yield url, BENCH_KEY
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            log.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,14 +20,14 @@ from __future__ import annotations
 import _compat_pickle
 import collections
 import io
-import math
 import pickle
 import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
+from prunebench.checkpoints.architectures import arch_of_yaml, builtin_yaml_name
 from prunebench.contract import CheckpointFormat
 
 # Archive limits. Real YOLOv5 pickles are well under 1 MiB (x-size, unstripped: a few MiB); tensors live
@@ -130,12 +130,13 @@ def _encode_bytes(text: object, encoding: object = "latin1") -> bytes:
     return text.encode("latin-1")
 
 
-def _module_stub(qualname: str) -> type[ModuleStub]:
-    return type(qualname.rsplit(".", 1)[-1], (ModuleStub,), {"qualname": qualname})
+def stand_in(qualname: str, base: type[InertStub] = InertStub) -> type[InertStub]:
+    """An inert class standing in for the global `qualname` (named like it; `qualname` records which).
 
-
-def _inert(qualname: str) -> type[InertStub]:
-    return type(qualname.rsplit(".", 1)[-1], (InertStub,), {"qualname": qualname})
+    The inspector's unpickler and the engine's `torch.load(weights_only=True)` both map allowed
+    globals onto these, so nothing a checkpoint names is ever imported.
+    """
+    return type(qualname.rsplit(".", 1)[-1], (base,), {"qualname": qualname})
 
 
 # Upstream YOLOv5 blocks (models.common, models.yolo) that prunebench reimplements.
@@ -207,9 +208,9 @@ def _build_allow_list() -> dict[str, object]:
         "torch.device": str,
     }
     for name in UPSTREAM_MODULES + TORCH_MODULES:
-        allowed[name] = _module_stub(name)
+        allowed[name] = stand_in(name, ModuleStub)
     for name in INERT_VALUES:
-        allowed[name] = _inert(name)
+        allowed[name] = stand_in(name)
     for name in ("torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2"):
         allowed[name] = _rebuild_tensor
     for name in ("torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state"):
@@ -419,54 +420,27 @@ def _default_stride(yaml_cfg: dict[str, Any] | None) -> list[float]:
     return [float(2 ** (3 + i)) for i in range(levels)]
 
 
-def _arch_of(yaml_cfg: dict[str, Any] | None) -> str | None:
-    if not isinstance(yaml_cfg, dict):
-        return None
-    anchors = yaml_cfg.get("anchors")
-    levels = len(anchors) if isinstance(anchors, list) else 3
-    d, w = yaml_cfg.get("depth_multiple"), yaml_cfg.get("width_multiple")
-    for name, (dm, wm) in _MULTIPLES.items():
-        if isinstance(d, int | float) and isinstance(w, int | float) and math.isclose(d, dm) and math.isclose(w, wm):
-            return name if levels == 3 else name + "6" if levels == 4 else None
-    return None
+UPSTREAM_MODEL_CLASSES = ("models.yolo.DetectionModel", "models.yolo.Model")
 
 
-# Kept in sync with prunebench.worker.engine.yolo.configs.MULTIPLES (importing it here would pull in the worker
-# package, which the API service must not need).
-_MULTIPLES: dict[str, tuple[float, float]] = {
-    "yolov5n": (0.33, 0.25),
-    "yolov5s": (0.33, 0.50),
-    "yolov5m": (0.67, 0.75),
-    "yolov5l": (1.0, 1.0),
-    "yolov5x": (1.33, 1.25),
-}
+def is_upstream_model(obj: object) -> TypeGuard[InertStub]:
+    """Is `obj` the stand-in of a pickled upstream YOLOv5 model (DetectionModel, or the older Model)?"""
+    return isinstance(obj, InertStub) and obj.qualname in UPSTREAM_MODEL_CLASSES
 
 
-def builtin_yaml_name(spec: object) -> str | None:
-    """The official architecture a ``"yaml": "yolov5s"`` string names, or None."""
-    if not isinstance(spec, str):
-        return None
-    key = spec.strip().lower().removesuffix(".yaml")
-    return key if key in _MULTIPLES else None
-
-
-def _is_model(obj: object) -> bool:
-    return isinstance(obj, ModuleStub) and obj.qualname in ("models.yolo.DetectionModel", "models.yolo.Model")
-
-
-def find_upstream_model(obj: object) -> ModuleStub | None:
+def find_upstream_model(obj: object) -> InertStub | None:
     """The pickled DetectionModel of an upstream checkpoint (EMA weights preferred, as upstream loads)."""
-    if _is_model(obj):
-        return obj  # type: ignore[return-value]
+    if is_upstream_model(obj):
+        return obj
     if isinstance(obj, dict):
         for key in ("ema", "model"):
             candidate = obj.get(key)
-            if _is_model(candidate):
+            if is_upstream_model(candidate):
                 return candidate
     return None
 
 
-def _detect_nc(model: ModuleStub) -> int | None:
+def _detect_nc(model: InertStub) -> int | None:
     layers = model.__dict__.get("_modules", {}).get("model")
     modules = getattr(layers, "__dict__", {}).get("_modules", {})
     if not modules:
@@ -509,7 +483,7 @@ def describe(obj: object, archive: zipfile.ZipFile, root: str) -> CheckpointMeta
             format="yolov5",
             num_classes=nc,
             class_names=class_names(model.__dict__.get("names"), nc),
-            arch=_arch_of(yaml_cfg),
+            arch=arch_of_yaml(yaml_cfg),
             stride=stride,
             yaml=yaml_cfg,
             storage_types=sorted(found),
@@ -538,7 +512,7 @@ def describe(obj: object, archive: zipfile.ZipFile, root: str) -> CheckpointMeta
             format=fmt,
             num_classes=nc,
             class_names=class_names(names, nc),
-            arch=name or _arch_of(yaml_cfg),
+            arch=name or arch_of_yaml(yaml_cfg),
             stride=stride,
             yaml=yaml_cfg,
             storage_types=sorted(found),

@@ -31,7 +31,8 @@ from prunebench import DEMO_ASSETS
 from prunebench.checkpoints.inspect import CheckpointError, CheckpointMeta, inspect_checkpoint
 from prunebench.config import Settings
 from prunebench.contract import CheckpointInfo
-from prunebench.jobs.store import utcnow, write_atomic
+from prunebench.infra.files import sha256_file, write_atomic
+from prunebench.jobs.store import utcnow
 
 BUILTIN_CHECKPOINT = DEMO_ASSETS / "yolov5n_shapes.pt"
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -39,7 +40,7 @@ SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 INCOMING = ".incoming"
 """Sub-folder of the uploads folder holding uploads in flight (same file system: renames are atomic)."""
 
-__all__ = ["CheckpointError", "CheckpointStore", "UnknownCheckpoint", "file_sha256", "info_from_meta"]
+__all__ = ["CheckpointError", "CheckpointStore", "UnknownCheckpoint", "info_from_meta"]
 
 
 class UnknownCheckpoint(KeyError):
@@ -47,14 +48,6 @@ class UnknownCheckpoint(KeyError):
         super().__init__(ref)
         self.ref = ref
         self.reason = reason
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_plain_name(name: str) -> bool:
@@ -108,7 +101,7 @@ class CheckpointStore:
         if hit is None or hit.size != stat.st_size or hit.mtime_ns != stat.st_mtime_ns:
             try:
                 meta = inspect_checkpoint(path)
-                info = info_from_meta(meta, sha=file_sha256(path), name=name, size=stat.st_size, source=source)
+                info = info_from_meta(meta, sha=sha256_file(path), name=name, size=stat.st_size, source=source)
                 hit = _Cached(stat.st_size, stat.st_mtime_ns, info, None)
             except CheckpointError as exc:
                 hit = _Cached(stat.st_size, stat.st_mtime_ns, None, str(exc))

@@ -23,21 +23,14 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from prunebench.infra.files import sha256_file
+
 _memo: dict[tuple[str, int, int], str] = {}
 _memo_lock = threading.Lock()
 
-BLOCK = 1 << 20
 MISSING = "missing"
 """The digest of a file that does not exist: the key changes when it appears; decoding reports it."""
 SQLITE_TIMEOUT_S = 30.0
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _memo_key(path: Path) -> tuple[str, int, int]:
@@ -84,7 +77,7 @@ class DigestMemo:
         if missing and db is not None:
             found.update(self._from_db(db, missing))
             missing = [k for k in keys if k not in found]
-        computed = {k: _sha256(Path(k[0])) for k in dict.fromkeys(missing) if k[1] >= 0}
+        computed = {k: sha256_file(Path(k[0])) for k in dict.fromkeys(missing) if k[1] >= 0}
         if computed and db is not None:
             with db:
                 db.executemany(

@@ -25,10 +25,11 @@ from datetime import datetime
 import redis
 from redis.client import Pipeline
 
-from prunebench.contract import Progress
+from prunebench.contract import JOB_STATUSES, TERMINAL_STATUSES, Progress
 from prunebench.jobs.keys import Keys
 
-OUTCOMES = ("succeeded", "failed", "canceled")
+OUTCOMES: tuple[str, ...] = tuple(s for s in JOB_STATUSES if s in TERMINAL_STATUSES)
+"""The terminal statuses, in the contract's order: succeeded, failed, canceled."""
 
 DURATION_BUCKETS_S: Sequence[float] = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 21600)
 """Job run time buckets: demo jobs take seconds, full COCO sweeps hours (the timeout is 6 h)."""

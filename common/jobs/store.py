@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -49,6 +47,7 @@ from redis.client import Pipeline
 
 from prunebench.config import Settings
 from prunebench.contract import Attempt, AttemptOutcome, JobRequest, JobResource, JobResult, JobStatus, Progress
+from prunebench.infra.files import write_atomic
 from prunebench.infra.redis_values import optional_text, text
 from prunebench.jobs import events as job_events
 from prunebench.jobs import rq_adapter
@@ -90,21 +89,6 @@ def _text(value: Any) -> str | None:
 
 def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _close_attempt(job: JobResource, outcome: AttemptOutcome, error: str | None = None) -> str:

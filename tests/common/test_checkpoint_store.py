@@ -12,9 +12,9 @@ from prunebench.checkpoints.store import (
     CheckpointError,
     CheckpointStore,
     UnknownCheckpoint,
-    file_sha256,
 )
 from prunebench.config import Settings
+from prunebench.infra.files import sha256_file
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_builtin_and_mounted_checkpoints_are_listed(store: CheckpointStore) -> N
     infos = {i.name: i for i in store.list()}
     assert set(infos) == {"yolov5n-copy.pt", "yolov5n_shapes.pt"}  # broken.pt and notes.txt are skipped
     assert infos["yolov5n-copy.pt"].source == "models_dir" and infos["yolov5n_shapes.pt"].source == "builtin"
-    assert infos["yolov5n-copy.pt"].id == infos["yolov5n_shapes.pt"].id == file_sha256(BUILTIN_CHECKPOINT)
+    assert infos["yolov5n-copy.pt"].id == infos["yolov5n_shapes.pt"].id == sha256_file(BUILTIN_CHECKPOINT)
 
 
 def test_resolve_by_name_and_id(store: CheckpointStore, models_dir: Path) -> None:
@@ -69,7 +69,7 @@ def test_symlinks_escaping_models_dir_are_ignored(store: CheckpointStore, models
 def test_upload_commit_and_refusal(store: CheckpointStore) -> None:
     tmp = store.incoming_dir() / "upload.part"
     shutil.copy(BUILTIN_CHECKPOINT, tmp)
-    sha = file_sha256(tmp)
+    sha = sha256_file(tmp)
     info, created = store.add_upload(tmp, sha, "mine.pt", "local")
     assert created and info.source == "upload" and info.owner == "local" and not tmp.exists()
     assert store.resolve(sha)[1] == store.upload_path(sha)

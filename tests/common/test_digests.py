@@ -58,12 +58,12 @@ def test_digests_are_the_files_sha256_and_shared_across_processes(dataset: Datas
     def refuse(path: Path) -> str:
         raise AssertionError(f"{path} was hashed again")
 
-    original = digests._sha256
-    digests._sha256 = refuse
+    original = digests.sha256_file
+    digests.sha256_file = refuse
     try:
         assert DigestMemo(memo_file).digest(image) == hashlib.sha256(image.read_bytes()).hexdigest()
     finally:
-        digests._sha256 = original
+        digests.sha256_file = original
 
 
 def test_a_changed_size_or_mtime_is_hashed_again(dataset: DatasetSpec, tmp_path: Path) -> None:

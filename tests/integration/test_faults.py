@@ -322,7 +322,7 @@ def test_password_protected_redis_via_url(tmp_path: Path) -> None:
             stack.stop()
         # The wrong password: the API starts, but is not ready, and never echoes the password back.
         wrong = Service(server.url.replace("s3cret-pass", "wrong-pass"), tmp_path / "wrong")
-        wrong.api = wrong._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(wrong.port))
+        api = wrong._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(wrong.port))
         try:
             deadline = time.monotonic() + 30
             ready: httpx.Response | None = None
@@ -337,8 +337,8 @@ def test_password_protected_redis_via_url(tmp_path: Path) -> None:
             assert listing.status_code in (401, 503) and "wrong-pass" not in listing.text
         finally:
             wrong.http.close()
-            wrong.api.send_signal(signal.SIGTERM)
-            wrong.api.wait(timeout=30)
+            api.send_signal(signal.SIGTERM)
+            api.wait(timeout=30)
 
 
 def test_retry_runs_a_canceled_job_again_for_its_owner_only(stack: FaultStack) -> None:

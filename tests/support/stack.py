@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import httpx
 import redis
 
 from prunebench.config import Settings
+from prunebench.infra.processes import Supervisor
 from prunebench.infra.redis_server import free_port
 from prunebench.jobs.keys import Keys
 from tests.support.paths import DEMO_DIR, ROOT
@@ -89,9 +89,17 @@ class Service:
         self.env.pop("PRUNEBENCH_AUTH_DISABLED", None)
         self.env.update(extra_env or {})
         self.api_key = API_KEYS["alice"]
-        self.api: subprocess.Popen[bytes] | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
+        # Children by name (api, worker, ...), logs in logs/<name>.log, stopped by id (prunebench.infra.processes).
+        self.children = Supervisor(self.logs, grace_s=30)
         self.http = self.client("alice")
+
+    @property
+    def api(self) -> subprocess.Popen[bytes] | None:
+        return self.children.procs.get("api")
+
+    @property
+    def worker(self) -> subprocess.Popen[bytes] | None:
+        return self.children.procs.get("worker")
 
     def client(self, owner: str | None) -> httpx.Client:
         """An HTTP client with `owner`'s API key (None: no key at all). The caller closes it."""
@@ -105,33 +113,20 @@ class Service:
         )
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("ab")
-        try:
-            return subprocess.Popen(
-                [sys.executable, "-m", "prunebench.cli", *args],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            log.close()
+        """Start `prunebench <args>` as child `name` (its output in logs/<name>.log)."""
+        return self.children.start(name, [sys.executable, "-m", "prunebench.cli", *args], self.env, cwd=ROOT)
 
     def start_api(self) -> None:
-        self.api = self._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(self.port))
+        self._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(self.port))
         self.wait_ready(workers=0)
 
     def start_worker(self) -> None:
-        self.worker = self._spawn("worker", "worker")
+        self._spawn("worker", "worker")
         self.wait_ready(workers=1)
 
     def kill_api(self) -> None:
         """SIGKILL, not a graceful stop: the API must hold no state a crash could lose."""
-        assert self.api is not None
-        self.api.send_signal(signal.SIGKILL)
-        self.api.wait(timeout=10)
-        self.api = None
+        self.children.kill("api")
 
     def wait_ready(self, workers: int, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
@@ -174,18 +169,9 @@ class Service:
         raise AssertionError(f"job {job_id} not {until} within {timeout_s}s: {self.job(job_id)}\n{self.tail()}")
 
     def stop(self) -> None:
+        """SIGTERM every child (newest first; SIGKILL after 30 s), then drop this stack's Redis keys."""
         self.http.close()
-        for proc in (self.worker, self.api):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in (self.worker, self.api):
-            if proc is None:
-                continue
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        self.children.stop()
         drop_prefix(self.redis_url, self.prefix)
 
 

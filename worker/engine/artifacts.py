@@ -26,7 +26,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from prunebench.infra.files import write_atomic_with
 
 FORMAT = "prunebench"
 VERSION = 1
@@ -157,18 +158,7 @@ def build_artifact(
 
 def _atomic_save(obj: Any, path: Path) -> int:
     """torch.save to a temp file next to ``path`` then rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path.stat().st_size
+    return write_atomic_with(path, lambda fh: torch.save(obj, fh))
 
 
 class _ByteCounter(io.RawIOBase):

@@ -28,16 +28,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunebench.checkpoints.architectures import builtin_yaml_name
 from prunebench.checkpoints.inspect import (
     INERT_VALUES,
     TORCH_MODULES,
     UPSTREAM_MODULES,
     CheckpointError,
     InertStub,
-    builtin_yaml_name,
     class_names,
+    find_upstream_model,
     inspect_checkpoint,
     refusal_message,
+    stand_in,
 )
 from prunebench.worker.engine.yolo.configs import get_config
 from prunebench.worker.engine.yolo.model import DetectionModel, build_model
@@ -67,12 +69,8 @@ class LoadedModel:
     arch: str | None
 
 
-def _stand_in(qualname: str) -> type[InertStub]:
-    return type(qualname.rsplit(".", 1)[-1], (InertStub,), {"qualname": qualname})
-
-
 _STAND_INS: list[tuple[type[InertStub], str]] = [
-    (_stand_in(name), name) for name in (*UPSTREAM_MODULES, *TORCH_MODULES, *INERT_VALUES)
+    (stand_in(name), name) for name in (*UPSTREAM_MODULES, *TORCH_MODULES, *INERT_VALUES)
 ]
 
 
@@ -88,13 +86,6 @@ def _torch_load(path: Path) -> Any:
             # torch reports builtins without their module ("GLOBAL exec"); restore it for the message.
             raise CheckpointError(refusal_message(name if "." in name else f"builtins.{name}")) from None
         raise CheckpointError(f"cannot read checkpoint: {type(exc).__name__}: {text[:300]}") from None
-
-
-def _is_upstream_model(obj: object) -> bool:
-    return isinstance(obj, InertStub) and obj.qualname in (
-        "models.yolo.DetectionModel",
-        "models.yolo.Model",
-    )
 
 
 def _walk(node: InertStub, prefix: str = "") -> list[tuple[str, InertStub]]:
@@ -124,12 +115,12 @@ def _state_of(tree: list[tuple[str, InertStub]]) -> dict[str, torch.Tensor]:
 def _sync_module_settings(model: DetectionModel, tree: list[tuple[str, InertStub]]) -> None:
     """Carry over per-module settings a config cannot express: activations and BatchNorm eps."""
     ours = dict(model.named_modules())
-    for path, stand_in in tree:
+    for path, pickled in tree:
         target = ours.get(path)
         if target is None:
             continue
-        attrs = stand_in.__dict__
-        factory = _ACTIVATION_FACTORIES.get(stand_in.qualname)
+        attrs = pickled.__dict__
+        factory = _ACTIVATION_FACTORIES.get(pickled.qualname)
         if factory is not None and isinstance(target, _ACTIVATION_TYPES):
             replacement = factory(attrs)
             if type(replacement) is not type(target) or repr(replacement) != repr(target):
@@ -184,10 +175,7 @@ def _finish(model: DetectionModel, names: object, fmt: str, yaml_cfg: dict[str, 
 
 
 def _load_upstream(obj: Any, arch: str | None) -> LoadedModel:
-    root = obj if _is_upstream_model(obj) else None
-    if root is None and isinstance(obj, dict):
-        ema, plain = obj.get("ema"), obj.get("model")
-        root = ema if _is_upstream_model(ema) else plain if _is_upstream_model(plain) else None
+    root = find_upstream_model(obj)
     if root is None:
         raise CheckpointError("upstream checkpoint holds no DetectionModel under 'ema' or 'model'")
     yaml_cfg = root.__dict__.get("yaml")

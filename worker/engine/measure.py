@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from prunebench.contract import LayerReport
+from prunebench.worker.engine.modules import conv_layers, input_channels
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -41,13 +42,9 @@ def global_sparsity(model: nn.Module) -> float:
     return (total - nonzero) / total if total else 0.0
 
 
-def _convs(model: nn.Module) -> dict[str, nn.Conv2d]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-
-
 def conv_sparsity(model: nn.Module, layer_names: Iterable[str]) -> float:
     """Fraction of zeros over the weights of the named Conv2d layers (the achieved pruning sparsity)."""
-    convs = _convs(model)
+    convs = conv_layers(model)
     missing = [n for n in layer_names if n not in convs]
     if missing:
         raise KeyError(f"not Conv2d layers of this model: {', '.join(missing[:5])}")
@@ -63,7 +60,7 @@ def layer_report(model: nn.Module, pruned: set[str] | Iterable[str]) -> list[Lay
     """One row per Conv2d (weights only): shape, parameter count, zeros, sparsity, whether it was pruned."""
     pruned_set = set(pruned)
     rows: list[LayerReport] = []
-    for name, conv in _convs(model).items():
+    for name, conv in conv_layers(model).items():
         weight = conv.weight.detach()
         numel = weight.numel()
         zeros = numel - int(torch.count_nonzero(weight))
@@ -78,14 +75,6 @@ def layer_report(model: nn.Module, pruned: set[str] | Iterable[str]) -> list[Lay
             )
         )
     return rows
-
-
-def _input_channels(model: nn.Module) -> int:
-    cfg = getattr(model, "yaml", None)
-    if isinstance(cfg, dict) and "ch" in cfg:
-        return int(cfg["ch"])
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    return first.in_channels if first is not None else 3
 
 
 def count_flops(model: nn.Module, example: torch.Tensor) -> int:
@@ -117,7 +106,7 @@ def gflops(model: nn.Module, img_size: int = 640) -> float:
     arithmetic runs and no memory is used (a real forward at 640 px cost ~4 s of CPU per point).
     """
     param = next(model.parameters())
-    example = torch.zeros(1, _input_channels(model), img_size, img_size, device="meta", dtype=param.dtype)
+    example = torch.zeros(1, input_channels(model), img_size, img_size, device="meta", dtype=param.dtype)
     return count_flops(_meta_copy(model), example) / 1e9
 
 

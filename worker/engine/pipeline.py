@@ -24,7 +24,6 @@ The flow, and where other features hook in:
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from prunebench.contract import (
     SpeedMs,
 )
 from prunebench.datasets.catalog import CatalogError, DatasetSpec
+from prunebench.infra.files import sha256_file
 from prunebench.worker.engine import artifacts, measure, pruning
 from prunebench.worker.engine.checkpoints import LoadedModel, load_model
 from prunebench.worker.engine.data import DecodedDataset, decode_dataset, grid_stride
@@ -400,20 +400,12 @@ def run_pipeline(
     )
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def local_checkpoint_info(path: Path) -> CheckpointInfo:
     """CheckpointInfo for a file on disk, as the service would describe an upload."""
     path = Path(path)
     meta = inspect_checkpoint(path)
     return CheckpointInfo(
-        id=file_sha256(path),
+        id=sha256_file(path),
         name=path.name,
         size_bytes=path.stat().st_size,
         format=meta.format,

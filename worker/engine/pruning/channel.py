@@ -32,6 +32,7 @@ import torch_pruning as tp
 from torch import nn
 
 from prunebench.worker.engine import measure
+from prunebench.worker.engine.modules import conv_layers, input_channels
 from prunebench.worker.engine.pruning import allocation
 from prunebench.worker.engine.pruning.importance import NEEDS_BATCHNORM, NEEDS_GRADIENTS, make_importance
 
@@ -104,11 +105,6 @@ def detect_output_convs(model: nn.Module) -> list[nn.Conv2d]:
 
 def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-def _input_channels(model: nn.Module) -> int:
-    cfg = getattr(model, "yaml", None)
-    return int(cfg.get("ch", 3)) if isinstance(cfg, dict) else 3
 
 
 @contextmanager
@@ -199,14 +195,14 @@ class ChannelPruner:
         self.model = model
         self.options = options
         self.names = {m: n for n, m in model.named_modules()}
-        all_convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+        all_convs = conv_layers(model)
         targets = {id(m) for m in convs.values()}
         self.ignored: list[nn.Module] = [m for m in all_convs.values() if id(m) not in targets]
         self.ignored += [m for m in detect_output_convs(model) if id(m) in targets]
         self.counted = [name for name in convs if all_convs[name] not in self.ignored]
         param = next(model.parameters())
         self.example = torch.zeros(
-            1, _input_channels(model), trace_size, trace_size, device=param.device, dtype=param.dtype
+            1, input_channels(model), trace_size, trace_size, device=param.device, dtype=param.dtype
         )
         with _traceable(model):
             self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=self.example)
@@ -278,7 +274,7 @@ def prune_model(
     """
     options = options or ChannelOptions()
     _check(options, model)
-    before = {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    before = {name: m.out_channels for name, m in conv_layers(model).items()}
     params_before, _ = measure.count_params(model)
     plan = ChannelPlan(cuts=[], consumer_inputs={})
     counted = [name for name in convs if name in before]
@@ -287,7 +283,7 @@ def prune_model(
         counted = pruner.counted
         plan = pruner.plan(sparsity)
         pruner.apply(plan)
-    after = {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    after = {name: m.out_channels for name, m in conv_layers(model).items()}
     shrunk = [name for name in convs if after[name] < before[name]]
     total = sum(before[n] for n in counted)
     removed = sum(before[n] - after[n] for n in counted)

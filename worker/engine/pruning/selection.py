@@ -13,12 +13,11 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
+from prunebench.worker.engine.modules import conv_layers
+
+__all__ = ["MAX_PATTERN_LEN", "check_sparsity", "conv_layers", "prunable_layers"]
+
 MAX_PATTERN_LEN = 200
-
-
-def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
-    """All Conv2d modules by qualified name, in module order."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
 def check_sparsity(sparsity: float) -> float:

@@ -12,6 +12,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from prunebench.checkpoints.architectures import ARCHITECTURES, MULTIPLES, guess_arch
+
+__all__ = ["ARCHITECTURES", "COCO_ANCHORS", "MULTIPLES", "get_config", "guess_arch"]
+
 # Standard COCO anchors in pixels, three (w, h) pairs per level: P3/8, P4/16, P5/32.
 COCO_ANCHORS: list[list[int]] = [
     [10, 13, 16, 30, 33, 23],
@@ -52,17 +56,6 @@ _HEAD: list[list[Any]] = [
     [[17, 20, 23], 1, "Detect", ["nc", "anchors"]],  # 24
 ]
 
-# (depth_multiple, width_multiple) per official size.
-MULTIPLES: dict[str, tuple[float, float]] = {
-    "yolov5n": (0.33, 0.25),
-    "yolov5s": (0.33, 0.50),
-    "yolov5m": (0.67, 0.75),
-    "yolov5l": (1.0, 1.0),
-    "yolov5x": (1.33, 1.25),
-}
-
-ARCHITECTURES: tuple[str, ...] = tuple(MULTIPLES)
-
 
 def get_config(name: str, nc: int = 80) -> dict[str, Any]:
     """A fresh (deep-copied, safe to mutate) config dict for an official architecture name."""
@@ -78,16 +71,3 @@ def get_config(name: str, nc: int = 80) -> dict[str, Any]:
         "backbone": copy.deepcopy(_BACKBONE),
         "head": copy.deepcopy(_HEAD),
     }
-
-
-def guess_arch(depth_multiple: object, width_multiple: object, levels: int = 3) -> str | None:
-    """Official size name for a pair of multiples (``...6`` suffix for 4-level P6 models), else None."""
-    if not isinstance(depth_multiple, int | float) or not isinstance(width_multiple, int | float):
-        return None
-    for name, (d, w) in MULTIPLES.items():
-        if abs(d - depth_multiple) < 1e-6 and abs(w - width_multiple) < 1e-6:
-            if levels == 3:
-                return name
-            if levels == 4:
-                return name + "6"
-    return None
