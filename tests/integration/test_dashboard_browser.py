@@ -106,9 +106,14 @@ def _testid(driver: Any, testid: str) -> list[Any]:
 def _set_key(driver: Any, key: str) -> None:
     from selenium.webdriver.common.by import By
 
-    if not driver.find_element(By.ID, "settings").is_displayed():
-        driver.find_element(By.ID, "settings-toggle").click()
+    # The page opens the key panel by itself when its first API call answers 401, possibly just as we
+    # click the toggle (which would close it again): click until the field shows, at most a few times.
     field = driver.find_element(By.ID, "api-key")
+    for _ in range(5):
+        if field.is_displayed():
+            break
+        driver.find_element(By.ID, "settings-toggle").click()
+        time.sleep(0.5)
     field.clear()
     field.send_keys(key)
     _testid(driver, "save-key")[0].click()
