@@ -347,3 +347,5 @@ class Meta(BaseModel):
     stages: list[Stage]
     attempt_outcomes: list[AttemptOutcome]
     max_sparsities: int = Field(..., description="Most sparsity points one job may ask for.")
+    importances: list[Importance] = Field(default_factory=list, description="Channel importance criteria.")
+    allocations: list[Allocation] = Field(default_factory=list, description="Channel allocation rules.")

@@ -11,7 +11,9 @@ from fastapi import APIRouter
 
 import prunebench
 from prunebench.contract import (
+    ALLOCATIONS,
     ATTEMPT_OUTCOMES,
+    IMPORTANCES,
     JOB_STATUSES,
     MAX_SPARSITIES,
     PRUNE_METHODS,
@@ -31,6 +33,8 @@ META = Meta.model_validate(
         "stages": STAGES,
         "attempt_outcomes": ATTEMPT_OUTCOMES,
         "max_sparsities": MAX_SPARSITIES,
+        "importances": IMPORTANCES,
+        "allocations": ALLOCATIONS,
     }
 )
 

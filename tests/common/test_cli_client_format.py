@@ -6,8 +6,9 @@ import argparse
 
 import pytest
 
-from prunebench.cli.arguments import parse_sparsities
+from prunebench.cli.arguments import channel_fields, parse_sparsities
 from prunebench.cli.client_commands import add_client_commands
+from prunebench.cli.evaluate import add_eval_command
 from prunebench.cli.render import format_jobs_table, format_result_table
 from prunebench.client.http import ClientError
 from prunebench.contract import JobResult
@@ -171,3 +172,20 @@ def test_client_error_message_uses_problem_detail() -> None:
     error = ClientError(404, "Not Found", "no job 'x'", {"type": "about:blank"})
     assert str(error) == "404 Not Found: no job 'x'"
     assert ClientError(0, "cannot reach the prunebench API", "http://h: refused").message.startswith("cannot reach")
+
+
+CHANNEL_FLAGS = ["--importance", "bn_scale", "--allocation", "global", "--max-layer-sparsity", "0.8"]
+CHANNEL_FLAGS += ["--round-to", "16"]
+CHANNEL_VALUES = {"importance": "bn_scale", "allocation": "global", "max_layer_sparsity": 0.8, "round_to": 16}
+
+
+def test_submit_and_eval_take_the_same_channel_options() -> None:
+    parser = argparse.ArgumentParser(prog="prunebench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_client_commands(sub)
+    add_eval_command(sub)
+    submit = parser.parse_args(["submit", "--checkpoint", "c", "--dataset", "d", "--sparsities", "0.3", *CHANNEL_FLAGS])
+    evaluate = parser.parse_args(["eval", "--checkpoint", "c.pt", "--method", "channel", *CHANNEL_FLAGS])
+    assert channel_fields(submit) == channel_fields(evaluate) == CHANNEL_VALUES
+    plain = parser.parse_args(["submit", "--checkpoint", "c", "--dataset", "d", "--sparsities", "0.3"])
+    assert channel_fields(plain) == {}  # unset options are left to the API's defaults

@@ -15,6 +15,28 @@ export async function submitView(view, gen) {
     { id: "f-method", name: "method", testid: "method-select" },
     meta().methods.map((m) => h("option", { value: m }, m)),
   );
+  // Channel pruning options: shown for the channel method only, sent only then.
+  const importance = h(
+    "select",
+    { id: "f-importance", name: "importance", testid: "importance-select" },
+    meta().importances.map((m) => h("option", { value: m }, m)),
+  );
+  const allocation = h(
+    "select",
+    { id: "f-allocation", name: "allocation", testid: "allocation-select" },
+    meta().allocations.map((m) => h("option", { value: m }, m)),
+  );
+  const maxLayer = h("input", {
+    id: "f-max-layer",
+    name: "max_layer_sparsity",
+    type: "number",
+    min: "0.05",
+    max: "0.95",
+    step: "0.05",
+    value: "0.9",
+    testid: "max-layer-input",
+  });
+  const roundTo = h("input", { id: "f-round-to", name: "round_to", type: "number", min: "1", max: "256", value: "8", testid: "round-to-input" });
   const sparsities = h("input", {
     id: "f-sparsities",
     name: "sparsities",
@@ -119,6 +141,20 @@ export async function submitView(view, gen) {
     }
   });
 
+  const channelBox = h(
+    "fieldset",
+    { testid: "channel-options", hidden: true },
+    h("legend", {}, "Channel pruning"),
+    field("Importance", importance, "l1 / l2: filter magnitude · bn_scale: BatchNorm |γ| · lamp: layer-adaptive magnitude."),
+    field("Allocation", allocation, "uniform: every layer the same ratio · global: one ranking across layers."),
+    field("Max layer sparsity", maxLayer, "global: the most of any one layer's channels that may go."),
+    field("Round to", roundTo, "Kept channel counts are multiples of this (1 = no rounding)."),
+  );
+  const showChannel = () => {
+    channelBox.hidden = methodSelect.value !== "channel";
+  };
+  methodSelect.addEventListener("change", showChannel);
+
   const form = h(
     "form.card.submit-form",
     { testid: "submit-form", novalidate: true },
@@ -136,6 +172,7 @@ export async function submitView(view, gen) {
         field("Method", methodSelect, "l1_unstructured: per layer · global_magnitude: one threshold across layers · channel: structured."),
         field("Sparsities", sparsities, "Comma-separated fractions in [0, 1), e.g. 0,0.3,0.5."),
       ),
+      channelBox,
       h(
         "fieldset",
         {},
@@ -176,6 +213,12 @@ export async function submitView(view, gen) {
       use_cache: useCache.checked,
     };
     if (maxImages.value) body.max_images = Number(maxImages.value);
+    if (methodSelect.value === "channel") {
+      body.importance = importance.value;
+      body.allocation = allocation.value;
+      body.max_layer_sparsity = Number(maxLayer.value) || 0.9;
+      body.round_to = Number(roundTo.value) || 8;
+    }
     submitBtn.disabled = true;
     try {
       const job = await api("/v1/jobs", { method: "POST", body });
