@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(10.0, gt=0, description="Timeout of one callback POST.")
 
     worker_name: str | None = Field(None, description="rq worker name; defaults to host:pid.")
+    fanout: bool = Field(True, description="Run a sweep's points in parallel on all free workers (rq child jobs).")
     worker_preload: bool = Field(
         True, description="Import torch and the engine's libraries once in the worker, not in every job."
     )

@@ -189,20 +189,67 @@ def _run_pipeline(
     from prunebench.worker.engine.decode_cache import DecodeCache
     from prunebench.worker.engine.pipeline import run_pipeline
 
-    artifacts = Path(settings.artifacts_dir) / job.id
-    decode_cache = DecodeCache(settings.decode_cache_dir, settings.decode_cache_bytes, memo)
-    result = run_pipeline(
-        job.request,
-        job.id,
-        inputs.checkpoint,
-        inputs.checkpoint_path,
-        inputs.dataset,
-        reporter,
-        artifacts,
-        decode_cache=decode_cache,
-    )
+    if settings.fanout and len(job.request.sweep()) > 1:
+        from prunebench.worker.fanout import run_fanned_out
+
+        store = JobStore(connect(settings), settings)
+        result = run_fanned_out(
+            store,
+            settings,
+            job.id,
+            job.request,
+            inputs.checkpoint,
+            inputs.checkpoint_path,
+            inputs.dataset,
+            reporter,
+            job.worker or "",
+        )
+    else:
+        artifacts = Path(settings.artifacts_dir) / job.id
+        decode_cache = DecodeCache(settings.decode_cache_dir, settings.decode_cache_bytes, memo)
+        result = run_pipeline(
+            job.request,
+            job.id,
+            inputs.checkpoint,
+            inputs.checkpoint_path,
+            inputs.dataset,
+            reporter,
+            artifacts,
+            decode_cache=decode_cache,
+        )
     _publish_artifacts(job.id, result)
     return result
+
+
+@tagged_with_job
+def run_point(job_id: str, index: int, settings: Settings | None = None) -> str:
+    """A fanned-out job's child: run sweep point ``index`` unless it is taken or done (prunebench.worker.fanout).
+
+    Returns what happened (rq keeps it as the child's result): ``ran``, ``nothing`` (claimed or done
+    elsewhere, or the job is no longer running), ``canceled`` or ``failed``. A failure is stored on the
+    point; the parent fails the job with it.
+    """
+    settings = settings or get_settings()
+    store = JobStore(connect(settings), settings)
+    if store.status(job_id) != JobStatus.RUNNING:
+        return "nothing"
+    worker = rq_adapter.current_worker_name()
+    try:
+        job = store.get(job_id)
+        inputs = _resolve_inputs(store, settings, job)
+        from prunebench.worker.fanout import child_should_stop, run_claimed
+
+        stop = child_should_stop(store, job_id)
+        ran = run_claimed(
+            store, settings, job_id, job.request, inputs.checkpoint_path, inputs.dataset, worker, stop, index,
+            only_one=True,
+        )  # fmt: skip
+    except JobCanceled:
+        return "canceled"
+    except Exception:
+        return "failed"
+    log.info("job %s: point %d %s on %s", job_id, index, "ran" if ran else "was taken", worker)
+    return "ran" if ran else "nothing"
 
 
 def _fail(store: JobStore, job_id: str, error: str) -> str:

@@ -18,6 +18,7 @@ those, from rq's own constants.
 | `{p}:webhooks:due`                | zset   | job events (owed callbacks, by due time)    | none       |
 | `{p}:webhook:{id}`                | string | webhook deliverer (the exact body bytes)    | until sent |
 | `{p}:webhook-attempts:{id}`       | string | webhook deliverer (attempt counter)         | until sent |
+| `{p}:job:{id}:point:{field}`      | hash   | fan-out (per-point claims, progress, runs)  | none       |
 """
 
 from __future__ import annotations
@@ -86,3 +87,16 @@ class Keys:
     def webhook_attempts(self, job_id: str) -> str:
         """Attempts made for the owed callback (its bound is per terminal event, not per job)."""
         return f"{self.prefix}:webhook-attempts:{job_id}"
+
+    # -- fan-out ----------------------------------------------------------------------------------
+
+    POINT_FIELDS = ("claims", "progress", "results", "errors", "starts", "ran_by")
+
+    def point(self, job_id: str, field: str) -> str:
+        """A hash of a fanned-out job, index -> value (prunebench.jobs.points says what each holds)."""
+        if field not in self.POINT_FIELDS:
+            raise KeyError(field)
+        return f"{self.prefix}:job:{job_id}:point:{field}"
+
+    def points(self, job_id: str) -> list[str]:
+        return [self.point(job_id, field) for field in self.POINT_FIELDS]

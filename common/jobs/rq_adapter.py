@@ -12,6 +12,7 @@ can enqueue data, but never a pickle a worker would execute.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime
 
 import redis
@@ -30,6 +31,8 @@ log = logging.getLogger("prunebench.jobs.rq")
 
 RUN_JOB = "prunebench.worker.entry.run_job"
 """The rq entry point, named by path: the API never imports the worker package."""
+RUN_POINT = "prunebench.worker.entry.run_point"
+"""The rq entry point of one sweep point of a fanned-out job (prunebench.worker.fanout)."""
 
 RQ_KEEP_S = 30 * 24 * 3600
 """How long rq keeps its own job bookkeeping. Ours lives in our hash and result keys, without TTL."""
@@ -86,6 +89,24 @@ def enqueue(queue: Queue, job_id: str, *, timeout_s: int, retries: int, pipeline
         retry=Retry(max=retries) if retries > 0 else None,
         description=f"prunebench job {job_id}",
         pipeline=pipeline,
+    )
+
+
+def enqueue_point(queue: Queue, job_id: str, index: int, *, timeout_s: int) -> None:
+    """Put `run_point(job_id, index)` on the queue as its own rq job (id `{job_id}-point{index}-{hex}`).
+
+    Not retried by rq: a child whose horse dies leaves its point claimed but silent, and the job's
+    parent releases it to run again (prunebench.jobs.points).
+    """
+    queue.enqueue(
+        RUN_POINT,
+        job_id,
+        index,
+        job_id=f"{job_id}-point{index}-{uuid.uuid4().hex[:8]}",
+        job_timeout=timeout_s,
+        result_ttl=RQ_KEEP_S,
+        failure_ttl=RQ_KEEP_S,
+        description=f"prunebench job {job_id} point {index}",
     )
 
 

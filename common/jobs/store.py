@@ -192,6 +192,14 @@ class JobStore:
             pipeline=pipeline,
         )
 
+    def enqueue_point(self, job_id: str, index: int) -> None:
+        """A child rq job running sweep point ``index`` of ``job_id`` on any free worker.
+
+        Not retried by rq: a child whose horse dies leaves its point claimed but silent, and the
+        parent releases it to be run again (prunebench.jobs.points).
+        """
+        rq_adapter.enqueue_point(self.queue, job_id, index, timeout_s=self.settings.job_timeout_s)
+
     def list(
         self, status: JobStatus | None = None, owner: str | None = None, limit: int = 50, offset: int = 0
     ) -> tuple[list[JobResource], int]:
@@ -445,9 +453,9 @@ class JobStore:
         return JobResult.model_validate_json(raw)
 
     def delete(self, job_id: str) -> None:
-        """Remove a job's record and result (tests and admin clean-up; the API never deletes)."""
+        """Remove a job's record, result and per-point state (tests and admin clean-up; the API never deletes)."""
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.job(job_id), self.keys.result(job_id))
+            pipe.delete(self.keys.job(job_id), self.keys.result(job_id), *self.keys.points(job_id))
             pipe.zrem(self.keys.jobs, job_id)
             pipe.execute()
         self.result_file(job_id).unlink(missing_ok=True)

@@ -340,22 +340,71 @@ def deltas(run: RunResult, dense: RunResult) -> RunDeltas:
     )
 
 
-def _settings(job: _Job) -> dict[str, Any]:
-    settings = job.request.eval_settings().model_dump()
+def _settings(request: JobRequest, device: torch.device, half: bool) -> dict[str, Any]:
+    settings = request.eval_settings().model_dump()
     settings.update(
-        device=str(job.device),
-        half=job.half,
-        method=job.request.method,
-        exclude=list(job.request.exclude),
-        **({name: getattr(job.request, name) for name in CHANNEL_FIELDS} if job.request.method == "channel" else {}),
-        sparsities=list(job.points),
-        include_dense=job.request.include_dense,
+        device=str(device),
+        half=half,
+        method=request.method,
+        exclude=list(request.exclude),
+        **({name: getattr(request, name) for name in CHANNEL_FIELDS} if request.method == "channel" else {}),
+        sparsities=list(request.sweep()),
+        include_dense=request.include_dense,
     )
     return settings
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Entry points
+
+
+def open_job(
+    request: JobRequest,
+    checkpoint_path: Path,
+    dataset: DatasetSpec,
+    reporter: Reporter,
+    artifacts_dir: Path | None = None,
+    decode_cache: DecodeCache | None = None,
+) -> _Job:
+    """Everything a job's points share: the fused dense model on the device, the decoded split, the scorer.
+
+    Then :func:`run_point` per sweep index, in any order and in any process (fan-out runs points on
+    several workers, each opening the job once), and :func:`assemble_result` over all the runs.
+    """
+    return _setup(request, Path(checkpoint_path), dataset, reporter, artifacts_dir, decode_cache)
+
+
+def run_point(job: _Job, run_index: int) -> RunResult:
+    """Sweep point ``run_index`` of an opened job (its deltas are set by :func:`assemble_result`)."""
+    _check_stop(job.reporter)
+    return _run_point(job, run_index)
+
+
+def assemble_result(
+    request: JobRequest,
+    job_id: str,
+    checkpoint_info: CheckpointInfo,
+    dataset: DatasetSpec,
+    runs: list[RunResult],
+    *,
+    worker: str | None = None,
+) -> JobResult:
+    """The job's result from its runs (sweep order): deltas against the job's own dense point."""
+    # The baseline is the job's own dense point (present whenever include_dense or 0.0 was asked).
+    dense = next((r for r in runs if r.sparsity_target == 0.0), None)
+    if dense is not None:
+        for run in runs:
+            run.deltas = deltas(run, dense)
+    device = resolve_device(request.device)
+    return JobResult(
+        job_id=job_id,
+        checkpoint=checkpoint_info,
+        dataset=dataset.info(),
+        settings=_settings(request, device, use_half(request.half, device)),
+        environment=environment(device, worker),
+        runs=runs,
+        created_at=datetime.now(UTC),
+    )
 
 
 def run_pipeline(
@@ -370,34 +419,16 @@ def run_pipeline(
     worker: str | None = None,
     decode_cache: DecodeCache | None = None,
 ) -> JobResult:
-    """Run every sparsity point of ``request``; raises JobCanceled when the reporter says stop.
+    """Run every sparsity point of ``request`` in this process; raises JobCanceled when the reporter says stop.
 
     Saved models (``request.save_models``) go to ``artifacts_dir/run-{k}.pt``; ``worker`` names this
     worker in the result's environment (default host:pid); ``decode_cache`` is the host's shared
     decoded-image cache (None: a job-private decode file).
     """
-    job = _setup(request, Path(checkpoint_path), dataset, reporter, artifacts_dir, decode_cache)
-    runs: list[RunResult] = []
-    for k in range(len(job.points)):
-        _check_stop(reporter)
-        runs.append(_run_point(job, k))
-
-    # The baseline is the job's own dense point (present whenever include_dense or 0.0 was asked).
-    dense = next((r for r in runs if r.sparsity_target == 0.0), None)
-    if dense is not None:
-        for run in runs:
-            run.deltas = deltas(run, dense)
-
+    job = open_job(request, Path(checkpoint_path), dataset, reporter, artifacts_dir, decode_cache)
+    runs = [run_point(job, k) for k in range(len(job.points))]
     reporter.progress(_progress(job, "done", len(job.points), len(job.points), percent=100.0))
-    return JobResult(
-        job_id=job_id,
-        checkpoint=checkpoint_info,
-        dataset=dataset.info(),
-        settings=_settings(job),
-        environment=environment(job.device, worker),
-        runs=runs,
-        created_at=datetime.now(UTC),
-    )
+    return assemble_result(request, job_id, checkpoint_info, dataset, runs, worker=worker)
 
 
 def local_checkpoint_info(path: Path) -> CheckpointInfo:
