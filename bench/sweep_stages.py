@@ -24,7 +24,7 @@ from typing import Any
 
 from prunebench.contract import JobRequest, JobResult
 from prunebench.datasets.catalog import BUILTIN_DATASET, BUILTIN_ROOT, DatasetSpec, builtin_datasets
-from prunebench.worker.engine import pipeline
+from prunebench.worker.engine import artifacts, evaluate, measure, nms, pipeline
 
 STEPS = {"_setup": "setup", "_prune": "pruning", "_measure": "measuring", "_model_size": "measuring"}
 SCORING = "scoring"
@@ -47,6 +47,48 @@ def instrument(totals: dict[str, float]) -> None:
     for name, stage in STEPS.items():
         setattr(pipeline, name, _timed(totals, stage, getattr(pipeline, name)))
     pipeline.score = _timed(totals, SCORING, pipeline.score)  # type: ignore[attr-defined]
+
+
+# Issue 12's levers, each revertible to the way the engine worked before it (for before/after tables).
+
+
+def _nms_per_image(prediction: Any, conf_thres: float, iou_thres: float, max_det: int) -> list[Any]:
+    return [nms.nms_image(x, conf_thres, iou_thres, max_det) for x in prediction]
+
+
+def _gflops_real_forward(model: Any, img_size: int = 640) -> float:
+    import torch
+
+    param = next(model.parameters())
+    example = torch.zeros(1, 3, img_size, img_size, device=param.device, dtype=param.dtype)
+    return measure.count_flops(model, example) / 1e9
+
+
+def _size_via_file(model: Any, source: Any = None, **kwargs: Any) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="prunebench-size-") as scratch:
+        return artifacts.save_model(model, source, Path(scratch) / "model.pt", **kwargs)
+
+
+def _load_inline(dataset: Any, batches: list[Any], pin: bool) -> Any:
+    for batch in batches:
+        yield evaluate._load(dataset, batch, pin)
+
+
+def revert(lever: str) -> None:
+    """Undo one lever: nms (per-image calls), measure (GFLOPs by a real forward per point, size via a
+    written file), prefetch (letterbox inline). ``scorer`` is reverted with --scorer pycocotools."""
+    if lever == "nms":
+        evaluate.non_max_suppression = _nms_per_image  # type: ignore[assignment]
+    elif lever == "measure":
+        measure.gflops = _gflops_real_forward  # type: ignore[assignment]
+        pipeline._gflops = lambda job, model: measure.gflops(model, pipeline.GFLOPS_IMG_SIZE)  # type: ignore[assignment]
+        artifacts.artifact_size = _size_via_file  # type: ignore[assignment]
+    elif lever == "prefetch":
+        evaluate._prefetched = _load_inline  # type: ignore[assignment]
+    else:
+        raise SystemExit(f"unknown lever {lever!r}")
 
 
 def breakdown(result: JobResult, totals: dict[str, float], wall: float) -> dict[str, float]:
@@ -79,8 +121,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--half", action="store_true")
     parser.add_argument("--scorer", default="faster_coco_eval")
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=["nms", "measure", "prefetch"],
+        help="revert a lever to how the engine worked before issue 12 (repeatable)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the breakdown here")
     args = parser.parse_args()
+    for lever in args.without:
+        revert(lever)
 
     request = JobRequest(
         checkpoint=args.checkpoint.name,
