@@ -18,7 +18,10 @@ How a batch is processed (:func:`non_max_suppression`), all on the predictions' 
    contiguous run, best first, ties in the order the per-image code sees them; the 30000 cap is a
    rank within the run;
 3. suppression. On CUDA one ``torchvision.ops.nms`` call for the whole batch, images and classes
-   separated by offsets in float64 (float32 offsets that large would round the boxes). On CPU one
+   separated by offsets in float64 (float32 offsets that large would round the boxes). IoUs are then
+   computed in float64, so a pair sitting exactly on the threshold in float32 can be decided the other
+   way: on the reference predictions (run through this path on CPU) one box of one image in 120
+   differs. CUDA inference is not bit-identical to CPU anyway (fp16); the CPU path below is exact. On CPU one
    call per image, because torchvision's CPU kernel costs (candidates x kept) and a batched call
    multiplies both; each call runs on the best-first prefix needed to keep ``max_det`` boxes
    (greedy NMS decides a box from higher-ranked boxes only, so a prefix's kept list is the full
