@@ -214,7 +214,12 @@ def run_prunebench(images: Path, annotations: Path, cache_dir: Path) -> dict[str
 
 
 def rescore(predictions: Path, annotations: Path) -> float:
-    """mAP@.5:.95 of upstream's predictions JSON at full precision (val.py prints 3 decimals)."""
+    """mAP@.5:.95 of upstream's predictions JSON at full precision (val.py prints 3 decimals).
+
+    Upstream writes no JSON when it has no detection at all (``len(jdict)`` is 0): its mAP is then 0.
+    """
+    if not predictions.is_file():
+        return 0.0
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 

@@ -142,16 +142,21 @@ def run_claimed(
     return ran
 
 
-def _job_progress(points: PointStore, total: int) -> Progress:
+def _job_progress(points: PointStore, total: int, current: Progress | None) -> Progress:
+    """The job's progress: points done plus the fractions of those running; stage and image counts
+    from the point this process is running (``current``), if any."""
     done = points.done()
     running = {k: p for k, p in points.progress().items() if k not in done}
     fraction = len(done) + sum(p.fraction for p in running.values())
-    return Progress(
-        stage="evaluating" if len(done) < total else "done",
-        run_index=len(done),
-        runs_total=total,
-        percent=min(100.0, 100.0 * fraction / max(total, 1)),
-        message=f"{len(done)}/{total} points done, {len(running)} running",
+    base = current or Progress(stage="evaluating")
+    return base.model_copy(
+        update={
+            "stage": base.stage if len(done) < total else "done",
+            "run_index": len(done),
+            "runs_total": total,
+            "percent": min(100.0, 100.0 * fraction / max(total, 1)),
+            "message": f"{len(done)}/{total} points done, {len(running)} running",
+        }
     )
 
 
@@ -176,8 +181,12 @@ def run_fanned_out(
     for index in todo[1:]:
         store.enqueue_point(job_id, index)
 
-    def publish(_: Progress | None = None) -> None:
-        reporter.progress(_job_progress(points, total))
+    last: list[Progress | None] = [None]
+
+    def publish(current: Progress | None = None) -> None:
+        if current is not None:
+            last[0] = current
+        reporter.progress(_job_progress(points, total, last[0]))
 
     while True:
         if todo:
