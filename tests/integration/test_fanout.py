@@ -26,7 +26,8 @@ pytestmark = [
     pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find work-horses"),
 ]
 
-SWEEP: dict[str, Any] = {**SMALL_JOB, "sparsities": [0.2, 0.4, 0.6], "use_cache": False}
+# 48 images a point: long enough that the second worker's child claims a point before the parent is done.
+SWEEP: dict[str, Any] = {**SMALL_JOB, "max_images": 48, "sparsities": [0.2, 0.4, 0.6], "use_cache": False}
 # Long enough per point (all 120 images at 320) that both workers are busy when the test acts.
 LONG: dict[str, Any] = {**SWEEP, "max_images": None, "img_size": 320, "batch_size": 16}
 SILENT_S = 4.0
