@@ -20,13 +20,15 @@ MAX_SPARSITIES = 32
 # -- names: every method, status, stage and outcome the API speaks, here and nowhere else ----------
 # GET /v1/meta serves them (the dashboard and the CLI read them from there or from here).
 
-PruneMethod = Literal["l1_unstructured", "global_magnitude", "channel"]
+PruneMethod = Literal["l1_unstructured", "global_magnitude", "channel", "semi_structured_2_4"]
 PRUNE_METHODS: tuple[str, ...] = get_args(PruneMethod)
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "canceled"]
 """The values of `JobStatus` (the enum that code compares against)."""
 
-Stage = Literal["queued", "loading", "decoding", "pruning", "evaluating", "scoring", "saving", "done"]
+Stage = Literal[
+    "queued", "loading", "decoding", "pruning", "saving", "exporting", "evaluating", "scoring", "timing", "done"
+]
 """Where a job is (`Progress.stage`). A worker reports them in this order for each sparsity point."""
 STAGES: tuple[str, ...] = get_args(Stage)
 
@@ -37,6 +39,17 @@ ATTEMPT_OUTCOMES: tuple[str, ...] = get_args(AttemptOutcome)
 CheckpointFormat = Literal["yolov5", "state_dict", "prunebench"]
 """How a checkpoint file is laid out (prunebench.checkpoints.inspect describes each)."""
 CheckpointSource = Literal["upload", "models_dir", "builtin"]
+
+SEMI_STRUCTURED_SPARSITY = 0.5
+"""2:4 zeros exactly two of every four weights: the only sparsity `semi_structured_2_4` takes (besides 0)."""
+
+Runtime = Literal["torch", "onnxruntime_cpu", "onnxruntime_cuda", "tensorrt"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+"""Where latency is measured: PyTorch eager on the job's device, ONNX Runtime's CPU and CUDA execution
+providers, and TensorRT (fp16, sparse tactics on). The GPU ones are skipped, with the reason, on CPU workers."""
+ONNX_TOLERANCE = 1e-4
+"""An exported model must match PyTorch: |onnxruntime - torch| <= 1e-4 * max(1, |torch|) per output value."""
+
 
 ScorerName = Literal["faster_coco_eval", "pycocotools"]
 """COCO bbox scorers: faster-coco-eval (default; equal stats, faster) or pycocotools (what upstream calls)."""
@@ -91,6 +104,43 @@ class EvalSettings(BaseModel):
     )
 
 
+class ExportSettings(BaseModel):
+    """Export each run's model to ONNX (kept as a downloadable artifact), checked against PyTorch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    opset: int = Field(18, ge=17, le=21, description="ONNX opset of the exported graph.")
+    simplify: bool = Field(
+        True, description="Simplify the graph with onnxslim; kept only if the simplified graph passes the check."
+    )
+    check_images: int = Field(4, ge=1, le=64, description="Real images of the job's dataset the check runs on.")
+
+
+class LatencySettings(BaseModel):
+    """The latency suite, one protocol for every run: warm-up, then timed iterations, median and p90."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runtimes: list[Runtime] = Field(default_factory=lambda: list(RUNTIMES), min_length=1, max_length=len(RUNTIMES))
+    batch_sizes: list[Annotated[int, Field(ge=1, le=512)]] | None = Field(
+        None, min_length=1, max_length=4, description="Default: 1 and the job's batch_size."
+    )
+    warmup: int = Field(5, ge=0, le=1000, description="Untimed iterations before timing.")
+    iterations: int = Field(20, ge=1, le=10000, description="Timed iterations; median and p90 are over these.")
+    threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads (torch on CPU, ONNX Runtime CPU); default: the worker's cores."
+    )
+
+    @field_validator("runtimes")
+    @classmethod
+    def _unique_runtimes(cls, runtimes: list[str]) -> list[str]:
+        return list(dict.fromkeys(runtimes))
+
+    def batches(self, job_batch_size: int) -> list[int]:
+        """The batch sizes to time, ascending."""
+        return sorted(set(self.batch_sizes or [1, job_batch_size]))
+
+
 class JobRequest(EvalSettings):
     """Body of POST /v1/jobs. Exactly one of `sparsity` and `sparsities` is given."""
 
@@ -116,6 +166,8 @@ class JobRequest(EvalSettings):
     save_models: bool = Field(False, description="Keep each pruned model as a downloadable artifact.")
     use_cache: bool = Field(True, description="Return a stored result for an identical earlier request.")
     callback_url: str | None = Field(None, max_length=2000)
+    export: ExportSettings | None = Field(None, description="Export each run's model to ONNX (artifact).")
+    latency: LatencySettings | None = Field(None, description="Time each run's model in each runtime.")
 
     @field_validator("checkpoint", "dataset")
     @classmethod
@@ -150,6 +202,18 @@ class JobRequest(EvalSettings):
         ]
         if self.method != "channel" and given:
             raise ValueError(f"{', '.join(given)} only apply to method 'channel', not {self.method!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _semi_structured_sparsity(self) -> Self:
+        if self.method == "semi_structured_2_4":
+            requested = [self.sparsity] if self.sparsity is not None else list(self.sparsities or [])
+            odd = [s for s in requested if s not in (0.0, SEMI_STRUCTURED_SPARSITY)]
+            if odd:
+                raise ValueError(
+                    "semi_structured_2_4 zeros exactly 2 of every 4 weights: its sparsity is 0.5 "
+                    f"(0 = the dense baseline), got {odd}"
+                )
         return self
 
     def sweep(self) -> list[float]:
@@ -270,6 +334,44 @@ class LayerReport(BaseModel):
     pruned: bool
 
 
+class OnnxExport(BaseModel):
+    """A run's model as ONNX: images [B,3,H,W] float32 -> output0 [B, N, 5+nc] (dynamic B, H = W = img_size)."""
+
+    artifact: str | None = Field(None, description="Download path of the .onnx file (when export was asked).")
+    size_bytes: int
+    opset: int
+    simplified: bool = Field(..., description="The kept graph is onnxslim's simplification.")
+    simplify_note: str | None = Field(None, description="Why simplification was not kept, when it was asked.")
+    check_images: int = Field(..., description="Real images the ONNX Runtime vs PyTorch check ran on.")
+    max_abs_diff: float = Field(..., description="Largest |onnxruntime - torch| over the checked outputs.")
+    max_scaled_diff: float = Field(..., description="Largest |onnxruntime - torch| / max(1, |torch|): the check.")
+    tolerance: float = ONNX_TOLERANCE
+    seconds: float
+    versions: dict[str, str] = Field(default_factory=dict, description="torch, onnx, onnxruntime, onnxslim.")
+
+
+class LatencyReport(BaseModel):
+    """One runtime at one batch size. `status` says whether it was measured; `reason` why not."""
+
+    runtime: Runtime
+    status: Literal["measured", "skipped", "failed"]
+    reason: str | None = Field(None, description="Why this runtime was skipped or failed on this worker.")
+    device: str = Field(..., description="cpu, cuda:N")
+    device_name: str | None = None
+    threads: int | None = Field(None, description="CPU threads (CPU runtimes only).")
+    precision: Literal["fp32", "fp16"]
+    versions: dict[str, str] = Field(default_factory=dict)
+    batch: int
+    img_size: int
+    warmup: int
+    iterations: int
+    median_ms: float | None = Field(None, description="Median wall time of one batch, milliseconds.")
+    p90_ms: float | None = Field(None, description="90th percentile (linear interpolation) of the batch times.")
+    ms_per_image: float | None = Field(None, description="median_ms / batch.")
+    sparse_tactics: bool | None = Field(None, description="TensorRT: built with SPARSE_WEIGHTS (2:4 kernels).")
+    note: str | None = Field(None, description="What the figure means for this run, e.g. why 2:4 gains nothing.")
+
+
 class RunDeltas(BaseModel):
     """This run against the job's dense baseline."""
 
@@ -279,6 +381,10 @@ class RunDeltas(BaseModel):
     size_ratio: float = Field(..., description="this run's size on disk divided by the dense model's.")
     params_ratio: float
     gflops_ratio: float
+    latency_speedup: dict[str, float] = Field(
+        default_factory=dict,
+        description="'runtime@batch' -> dense median / this run's median in the same runtime (>1 = faster).",
+    )
 
 
 class RunResult(BaseModel):
@@ -300,6 +406,8 @@ class RunResult(BaseModel):
     layers: list[LayerReport] = Field(default_factory=list)
     deltas: RunDeltas | None = None
     model_artifact: str | None = Field(None, description="Download path of the pruned model, if saved.")
+    onnx: OnnxExport | None = Field(None, description="The exported, checked ONNX model (export or latency asked).")
+    latency: list[LatencyReport] = Field(default_factory=list, description="One entry per runtime and batch size.")
 
 
 class Environment(BaseModel):
@@ -346,6 +454,7 @@ class Meta(BaseModel):
     terminal_statuses: list[JobStatusName]
     stages: list[Stage]
     attempt_outcomes: list[AttemptOutcome]
+    runtimes: list[Runtime] = Field(default_factory=list, description="Where latency can be measured.")
     max_sparsities: int = Field(..., description="Most sparsity points one job may ask for.")
     importances: list[Importance] = Field(default_factory=list, description="Channel importance criteria.")
     allocations: list[Allocation] = Field(default_factory=list, description="Channel allocation rules.")

@@ -1,5 +1,6 @@
 # prunebench GPU worker image: the API's package plus the `worker` extra (torch, torchvision,
-# torch-pruning, pycocotools, opencv-python-headless).
+# torch-pruning, pycocotools, opencv-python-headless, onnx, onnxslim) and the `gpu` extra (TensorRT,
+# onnxruntime-gpu for ONNX Runtime's CUDA execution provider).
 #
 #   docker build -f docker/worker.Dockerfile -t prunebench-worker .
 #
@@ -32,7 +33,9 @@ RUN groupadd --system --gid 10001 prunebench \
 FROM base AS requirements
 WORKDIR /src
 COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; reqs = p['dependencies'] + [r for r in p['optional-dependencies']['worker'] if not r.startswith('prunebench')]; print('\n'.join(reqs))" > requirements.txt
+# The worker extra plus the gpu extra (TensorRT, onnxruntime-gpu); onnxruntime-gpu replaces the CPU
+# onnxruntime wheel, which provides the same module.
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; extras = p['optional-dependencies']; reqs = p['dependencies'] + [r for r in extras['worker'] + extras['gpu'] if not r.startswith(('prunebench', 'onnxruntime=='))]; print('\n'.join(reqs))" > requirements.txt
 
 FROM base AS wheel
 WORKDIR /src

@@ -80,10 +80,12 @@ class RedisReporter:
 
 
 def _publish_artifacts(job_id: str, result: JobResult) -> None:
-    """Point saved models at their download URL (the pipeline wrote them as artifacts_dir/run-{k}.pt)."""
+    """Point saved models at their download URLs (the pipeline wrote artifacts_dir/run-{k}.pt and .onnx)."""
     for k, run in enumerate(result.runs):
         if run.model_artifact:
             run.model_artifact = f"/v1/jobs/{job_id}/runs/{k}/model"
+        if run.onnx is not None and run.onnx.artifact:
+            run.onnx.artifact = f"/v1/jobs/{job_id}/runs/{k}/onnx"
 
 
 def _cached_result(store: JobStore, cache: ResultCache, key: str, job_id: str) -> JobResult | None:
@@ -123,7 +125,7 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
         result = _run_pipeline(settings, job, inputs, reporter, memo)
         result.cache_key = key
         store.finish_succeeded(job_id, result)
-        if not job.request.save_models:
+        if cacheable(job.request):
             cache.remember(key, job_id)
         log.info("job %s: succeeded", job_id)
         return JobStatus.SUCCEEDED.value

@@ -7,8 +7,9 @@ and prunebench version. An image rewritten in place is therefore a new key.
 The key does not name the worker's device: `device: "auto"` on a CPU worker and on a GPU worker
 share a key, so clients that compare devices should ask for one explicitly (`cpu`, `cuda`).
 
-Requests that save pruned models are not served from the cache: artifacts belong to the job that
-wrote them. Entries never expire (like results); `use_cache: false` forces a fresh run.
+Requests that save pruned models or export ONNX are not served from the cache: artifacts belong to
+the job that wrote them. Latency settings are part of the key (a job that asked for latency gets its
+rows). Entries never expire (like results); `use_cache: false` forces a fresh run.
 Torch-free: workers look up and remember, the API could too.
 """
 
@@ -49,12 +50,13 @@ def cache_key(request: JobRequest, checkpoint_id: str, dataset: DatasetSpec, mem
         "exclude": sorted(request.exclude),
         "settings": {field: getattr(request, field) for field in EVAL_FIELDS},
         "channel": {field: getattr(request, field) for field in CHANNEL_FIELDS},
+        "latency": request.latency.model_dump() if request.latency is not None else None,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def cacheable(request: JobRequest) -> bool:
-    return request.use_cache and not request.save_models
+    return request.use_cache and not request.save_models and request.export is None
 
 
 class ResultCache:

@@ -191,6 +191,18 @@ def get_run_model(
     return FileResponse(path, media_type="application/octet-stream", filename=f"{job.id}-run{k}.pt")
 
 
+@router.get("/{job_id}/runs/{k}/onnx", response_class=FileResponse)
+def get_run_onnx(
+    job_id: str, k: int, store: JobStoreDep, settings: SettingsDep, principal: PrincipalDep
+) -> FileResponse:
+    """Run `k`'s model as ONNX (only when the job was submitted with export), checked against PyTorch."""
+    job = _job(store, job_id, principal)
+    path = settings.artifacts_dir / job.id / f"run-{k}.onnx"
+    if k < 0 or not path.is_file():
+        raise Problem(404, f"job {job_id} has no ONNX export for run {k}", kind="no-artifact")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{job.id}-run{k}.onnx")
+
+
 @router.delete(
     "/{job_id}", response_model=JobResource, responses={200: {"model": JobResource}, 202: {"model": JobResource}}
 )

@@ -40,7 +40,9 @@ from prunebench.contract import (
     CheckpointInfo,
     JobRequest,
     JobResult,
+    LatencyReport,
     Metrics,
+    OnnxExport,
     Progress,
     RunDeltas,
     RunResult,
@@ -48,12 +50,13 @@ from prunebench.contract import (
 )
 from prunebench.datasets.catalog import CatalogError, DatasetSpec
 from prunebench.infra.files import sha256_file
-from prunebench.worker.engine import artifacts, measure, pruning
+from prunebench.worker.engine import artifacts, measure, pruning, runtimes
 from prunebench.worker.engine.checkpoints import LoadedModel, load_model
 from prunebench.worker.engine.data import DecodedDataset, decode_dataset, grid_stride
 from prunebench.worker.engine.decode_cache import DecodeCache
 from prunebench.worker.engine.device import environment, resolve_device, use_half
 from prunebench.worker.engine.evaluate import EVAL_SHARE, EvalConfig, EvalOutput, evaluate
+from prunebench.worker.engine.export import ExportError
 from prunebench.worker.engine.reporting import JobCanceled, NullReporter, Reporter
 from prunebench.worker.engine.scorers import CocoScorer, make_scorer
 from prunebench.worker.engine.scoring import score
@@ -99,7 +102,7 @@ class _Measured:
 GFLOPS_IMG_SIZE = 640
 
 # Share of one run's progress reached when scoring starts; pruning and saving start the run at 0.
-STAGE_SHARE = {"scoring": EVAL_SHARE}
+STAGE_SHARE = {"scoring": EVAL_SHARE, "timing": EVAL_SHARE}
 
 
 def _progress(job: _Job | None, stage: str, run_index: int = 0, runs_total: int = 0, **extra: Any) -> Progress:
@@ -259,6 +262,24 @@ def _to_device(model: nn.Module, job: _Job) -> nn.Module:
     return model
 
 
+def _export(job: _Job, model: nn.Module, run_index: int, scratch: Path) -> tuple[OnnxExport | None, Path | None]:
+    """The run's checked ONNX export, when the job asked for export or latency."""
+    if not runtimes.wants_onnx(job.request):
+        return None, None
+    job.reporter.progress(_progress(job, "exporting", run_index, len(job.points)))
+    try:
+        return runtimes.export_run(job.request, model, job.decoded, run_index, scratch, job.artifacts_dir)
+    except ExportError as exc:
+        raise PipelineError(f"run {run_index} (sparsity {job.points[run_index]}): {exc}") from exc
+
+
+def _latency(job: _Job, model: nn.Module, onnx_path: Path | None, run_index: int, scratch: Path) -> list[LatencyReport]:
+    if job.request.latency is None or onnx_path is None:
+        return []
+    job.reporter.progress(_progress(job, "timing", run_index, len(job.points)))
+    return runtimes.time_run(job.request, model, job.device, job.half, onnx_path, scratch, job.points[run_index])
+
+
 def _speed(out: EvalOutput) -> SpeedMs:
     per_image = 1000.0 / max(out.images, 1)
     t = out.times
@@ -292,14 +313,17 @@ def _run_point(job: _Job, run_index: int) -> RunResult:
     size_bytes, artifact = _model_size(job, model, run_index)
     _check_stop(job.reporter)
 
-    model = _to_device(model, job)
-    out = _evaluate(job, model, run_index)
+    with tempfile.TemporaryDirectory(prefix="prunebench-onnx-") as scratch:
+        onnx_report, onnx_path = _export(job, model, run_index, Path(scratch))
+        model = _to_device(model, job)
+        out = _evaluate(job, model, run_index)
+
+        job.reporter.progress(_progress(job, "scoring", run_index, len(job.points)))
+        metrics: Metrics = score(out.detections, job.decoded.images, job.scorer, job.class_map)
+        latency = _latency(job, model, onnx_path, run_index, Path(scratch))
     del model
     if job.device.type == "cuda":
         torch.cuda.empty_cache()
-
-    job.reporter.progress(_progress(job, "scoring", run_index, len(job.points)))
-    metrics: Metrics = score(out.detections, job.decoded.images, job.scorer, job.class_map)
     speed = _speed(out)
     return RunResult(
         sparsity_target=sparsity,
@@ -319,6 +343,8 @@ def _run_point(job: _Job, run_index: int) -> RunResult:
         oom_backoffs=out.oom_backoffs,
         layers=measured.layers,
         model_artifact=artifact,
+        onnx=onnx_report,
+        latency=latency,
     )
 
 
@@ -337,6 +363,7 @@ def deltas(run: RunResult, dense: RunResult) -> RunDeltas:
         size_ratio=_ratio(run.size_bytes, dense.size_bytes),
         params_ratio=_ratio(run.nonzero_params, dense.nonzero_params),
         gflops_ratio=_ratio(run.gflops, dense.gflops),
+        latency_speedup=runtimes.speedups(run, dense),
     )
 
 
@@ -351,6 +378,10 @@ def _settings(request: JobRequest, device: torch.device, half: bool) -> dict[str
         sparsities=list(request.sweep()),
         include_dense=request.include_dense,
     )
+    if job.request.export is not None:
+        settings["export"] = job.request.export.model_dump()
+    if job.request.latency is not None:
+        settings["latency"] = job.request.latency.model_dump()
     return settings
 
 

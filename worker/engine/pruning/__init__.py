@@ -15,18 +15,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunebench.worker.engine.pruning import channel, global_magnitude, l1_unstructured
+from prunebench.worker.engine.pruning import channel, global_magnitude, l1_unstructured, semi_structured
 from prunebench.worker.engine.pruning.channel import ChannelOptions, ChannelPlan
 from prunebench.worker.engine.pruning.selection import check_sparsity, conv_layers, prunable_layers
 
 __all__ = ["DEFINITIONS", "METHODS", "ChannelOptions", "PruneOutcome", "apply_pruning", "prunable_layers"]
 
-METHODS: tuple[str, ...] = ("l1_unstructured", "global_magnitude", "channel")
+METHODS: tuple[str, ...] = ("l1_unstructured", "global_magnitude", "channel", "semi_structured_2_4")
 
 DEFINITIONS: dict[str, str] = {
     "l1_unstructured": l1_unstructured.DEFINITION,
     "global_magnitude": global_magnitude.DEFINITION,
     "channel": channel.DEFINITION,
+    "semi_structured_2_4": semi_structured.DEFINITION,
 }
 
 
@@ -81,6 +82,19 @@ def _channel(
     )
 
 
+def _semi_structured(model: nn.Module, sparsity: float, targets: dict[str, nn.Conv2d]) -> PruneOutcome:
+    pruned, skipped = semi_structured.prune_layers(targets, sparsity)
+    return PruneOutcome(
+        model=model,
+        pruned_layers=pruned,
+        method="semi_structured_2_4",
+        sparsity_target=sparsity,
+        definition=DEFINITIONS["semi_structured_2_4"],
+        achieved=_zero_fraction(targets.values()),
+        stats={"dense_layers": skipped},  # prunable convs that cannot carry the pattern, with the reason
+    )
+
+
 def apply_pruning(
     model: nn.Module,
     method: str,
@@ -102,4 +116,6 @@ def apply_pruning(
     if method == "channel":
         return _channel(model, sparsity, targets, channel_options)  # traces autograd, so not under no_grad
     with torch.no_grad():
+        if method == "semi_structured_2_4":
+            return _semi_structured(model, sparsity, targets)
         return _unstructured(model, method, sparsity, targets)
