@@ -346,7 +346,9 @@ def test_api_image_has_no_torch() -> None:
 
 def test_worker_image() -> None:
     code = WORKER_DOCKERFILE.read_text()
-    assert "p['optional-dependencies']['worker']" in code
+    # The worker and gpu extras (TensorRT, onnxruntime-gpu), the CPU onnxruntime left out for its GPU build.
+    assert "extras = p['optional-dependencies']" in code and "extras['worker'] + extras['gpu']" in code
+    assert "'onnxruntime=='" in code
     final = _final_stage(WORKER_DOCKERFILE)
     assert ("STOPSIGNAL", "SIGTERM") in final
     assert any(k == "CMD" and '"worker"' in r for k, r in final)
