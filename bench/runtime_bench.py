@@ -86,7 +86,9 @@ def pruned(model: nn.Module, method: str, sparsity: float) -> nn.Module:
     return apply_pruning(copy_, method, sparsity).model.eval()
 
 
-def time_point(model: nn.Module, path: Path, method: str, sparsity: float, args: argparse.Namespace) -> list[LatencyReport]:
+def time_point(
+    model: nn.Module, path: Path, method: str, sparsity: float, args: argparse.Namespace
+) -> list[LatencyReport]:
     rows: list[LatencyReport] = []
     for batch, warmup, iters in ((1, args.warmup, args.iters), (args.batch_n, args.warmup_n, args.iters_n)):
         target = Target(
@@ -190,8 +192,10 @@ def main() -> None:
     started = time.time()
     cpu = device_name(torch.device("cpu"))
     print(f"# machine: {cpu}, {platform.machine()}, torch {torch.__version__}, threads {args.threads}")
-    print(f"# protocol: b1 warmup {args.warmup} + {args.iters} timed; b{args.batch_n} warmup {args.warmup_n} + "
-          f"{args.iters_n} timed; median / p90 of whole-batch wall time")
+    print(
+        f"# protocol: b1 warmup {args.warmup} + {args.iters} timed; b{args.batch_n} warmup {args.warmup_n} + "
+        f"{args.iters_n} timed; median / p90 of whole-batch wall time"
+    )
     with tempfile.TemporaryDirectory(prefix="prunebench-runtime-bench-") as scratch:
         for name in args.models:
             print_table(name, run_subject(name, images, args, Path(scratch)), args)

@@ -15,15 +15,18 @@ The flow, and where other features hook in:
 * ``_run_point`` (per sparsity): ``_prune`` (a fresh copy of the dense model, pruned on the device)
   -> ``_measure`` (params, zeros, per-layer report; GFLOPs once per distinct architecture) ->
   ``_model_size`` (bytes counted as the artifact serialises; a file only when ``save_models``) ->
-  ``_to_device`` (fp16, channels_last, cudnn autotuning on CUDA) -> ``_evaluate`` (``evaluate``:
-  prefetching loader, pre-process, inference, batched NMS) -> ``score`` (COCO rows, the job's
-  scorer, upstream's AP). Recovery / fine-tuning belongs between ``_prune`` and ``_measure``; other
-  runtimes replace the forward through ``evaluate``'s ``infer``.
+  ``_export`` (with ``export`` or ``latency``: the CPU float32 model to ONNX, checked against PyTorch,
+  ``runtimes.export_run``) -> ``_to_device`` (fp16, channels_last, cudnn autotuning on CUDA) ->
+  ``_evaluate`` (``evaluate``: prefetching loader, pre-process, inference, batched NMS) -> ``score``
+  (COCO rows, the job's scorer, upstream's AP) -> ``_latency`` (with ``latency``: the latency suite on
+  the evaluated model and its export, ``runtimes.time_run``). Recovery / fine-tuning belongs between
+  ``_prune`` and ``_measure``; other runtimes replace the forward through ``evaluate``'s ``infer``.
 """
 
 from __future__ import annotations
 
 import copy
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
