@@ -44,7 +44,7 @@ from prunebench.worker.engine.checkpoints import load_model  # noqa: E402
 from prunebench.worker.engine.data import decode_dataset  # noqa: E402
 from prunebench.worker.engine.device import device_name  # noqa: E402
 from prunebench.worker.engine.latency import Target, measure_latency  # noqa: E402
-from prunebench.worker.engine.pruning import apply_pruning  # noqa: E402
+from prunebench.worker.engine.pruning import ChannelOptions, apply_pruning  # noqa: E402
 from prunebench.worker.engine.yolo.configs import get_config  # noqa: E402
 from prunebench.worker.engine.yolo.model import DetectionModel  # noqa: E402
 
@@ -73,17 +73,23 @@ class Point:
 
 
 def load_subject(name: str) -> nn.Module:
+    """The subject unfused (BatchNorm present), float32, eval, CPU."""
     if name == "demo":
-        return load_model(DEMO).model.float().eval().fuse()
+        return load_model(DEMO).model.float().eval()
     torch.manual_seed(0)
-    return DetectionModel(get_config("yolov5s", nc=80)).float().eval().fuse()
+    return DetectionModel(get_config("yolov5s", nc=80)).float().eval()
 
 
-def pruned(model: nn.Module, method: str, sparsity: float) -> nn.Module:
-    copy_ = copy.deepcopy(model)
+def pruned(unfused: nn.Module, method: str, sparsity: float) -> nn.Module:
+    """As a job prunes: channel on the unfused model then fused (job defaults: l1, uniform, round_to 8);
+    the weight-zeroing methods on the fused model (upstream's flow)."""
+    model = copy.deepcopy(unfused)
+    if method == "channel":
+        return apply_pruning(model, method, sparsity, channel_options=ChannelOptions()).model.fuse().eval()
+    model.fuse()
     if method == "dense":
-        return copy_
-    return apply_pruning(copy_, method, sparsity).model.eval()
+        return model
+    return apply_pruning(model, method, sparsity).model.eval()
 
 
 def time_point(

@@ -23,7 +23,7 @@ from prunebench.worker.engine import export
 from prunebench.worker.engine.checkpoints import load_model
 from prunebench.worker.engine.data import decode_dataset
 from prunebench.worker.engine.latency import Target, measure_latency, time_step
-from prunebench.worker.engine.pruning import apply_pruning
+from prunebench.worker.engine.pruning import ChannelOptions, apply_pruning
 from prunebench.worker.engine.runtimes import speedups
 from tests.support.paths import DEMO_CHECKPOINT
 
@@ -32,8 +32,13 @@ PRUNINGS = {"dense": None, "l1_unstructured": 0.5, "channel": 0.3}
 
 
 @pytest.fixture(scope="module")
-def dense() -> nn.Module:
-    return load_model(DEMO_CHECKPOINT).model.float().eval().fuse()
+def unfused() -> nn.Module:
+    return load_model(DEMO_CHECKPOINT).model.float().eval()
+
+
+@pytest.fixture(scope="module")
+def dense(unfused: nn.Module) -> nn.Module:
+    return copy.deepcopy(unfused).fuse()
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +48,19 @@ def images() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def exported(dense: nn.Module, images: torch.Tensor, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
-    """Each model kind exported and checked once: name -> (model, report, path)."""
+def exported(
+    unfused: nn.Module, dense: nn.Module, images: torch.Tensor, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple]:
+    """Each model kind exported and checked once: name -> (model, report, path). Pruned as a job prunes:
+    channels on the unfused model (then fused), weights on the fused one."""
     out = {}
     for name, sparsity in PRUNINGS.items():
-        model = copy.deepcopy(dense)
-        if sparsity is not None:
+        if name == "channel":
+            model = apply_pruning(copy.deepcopy(unfused), name, sparsity, channel_options=ChannelOptions()).model
+            model = model.fuse().eval()
+        else:
+            model = copy.deepcopy(dense)
+        if name == "l1_unstructured":
             model = apply_pruning(model, name, sparsity).model.eval()
         path = tmp_path_factory.mktemp("onnx") / f"{name}.onnx"
         out[name] = (model, export.export_checked(model, path, images), path)
