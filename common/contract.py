@@ -45,6 +45,7 @@ SEMI_STRUCTURED_SPARSITY = 0.5
 
 Runtime = Literal["torch", "onnxruntime_cpu", "onnxruntime_cuda", "tensorrt"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
+
 """Where latency is measured: PyTorch eager on the job's device, ONNX Runtime's CPU and CUDA execution
 providers, and TensorRT (fp16, sparse tactics on). The GPU ones are skipped, with the reason, on CPU workers."""
 ONNX_TOLERANCE = 1e-4
@@ -116,12 +117,16 @@ class ExportSettings(BaseModel):
     check_images: int = Field(4, ge=1, le=64, description="Real images of the job's dataset the check runs on.")
 
 
+def _all_runtimes() -> list[Runtime]:
+    return ["torch", "onnxruntime_cpu", "onnxruntime_cuda", "tensorrt"]
+
+
 class LatencySettings(BaseModel):
     """The latency suite, one protocol for every run: warm-up, then timed iterations, median and p90."""
 
     model_config = ConfigDict(extra="forbid")
 
-    runtimes: list[Runtime] = Field(default_factory=lambda: list(RUNTIMES), min_length=1, max_length=len(RUNTIMES))
+    runtimes: list[Runtime] = Field(default_factory=_all_runtimes, min_length=1, max_length=len(RUNTIMES))
     batch_sizes: list[Annotated[int, Field(ge=1, le=512)]] | None = Field(
         None, min_length=1, max_length=4, description="Default: 1 and the job's batch_size."
     )

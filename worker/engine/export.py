@@ -59,12 +59,12 @@ class Predictions(nn.Module):
     def __init__(self, model: nn.Module, half: bool = False) -> None:
         super().__init__()
         self.model = model
-        self.half = half
+        self.fp16 = half
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.half() if self.half else images
-        pred = self.model(x)[0]  # eval-mode detectors return (pred, feature maps)
-        return pred.float() if self.half else pred
+        x = images.half() if self.fp16 else images
+        pred: torch.Tensor = self.model(x)[0]  # eval-mode detectors return (pred, feature maps)
+        return pred.float() if self.fp16 else pred
 
 
 @dataclass

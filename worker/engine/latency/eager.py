@@ -17,7 +17,7 @@ def measure(target: Target) -> list[LatencyReport]:
     on_cpu = device.type == "cpu"
     dtype = torch.float16 if target.half else torch.float32
     precision = "fp16" if target.half else "fp32"
-    versions = {"torch": torch.__version__}
+    versions = {"torch": str(torch.__version__)}
     if device.type == "cuda" and torch.version.cuda:
         versions["cuda"] = str(torch.version.cuda)
     threads = target.threads if on_cpu else None

@@ -32,7 +32,11 @@ def measure_cpu(target: Target) -> list[LatencyReport]:
     rows = []
     for batch in target.batches:
         feed = {INPUT_NAME: input_batch(batch, target.img_size).numpy()}
-        timing = time_step(lambda feed=feed: session.run([OUTPUT_NAME], feed), target.warmup, target.iterations)
+
+        def step(feed: dict[str, np.ndarray] = feed) -> None:
+            session.run([OUTPUT_NAME], feed)
+
+        timing = time_step(step, target.warmup, target.iterations)
         rows.append(
             row(
                 target,

@@ -61,13 +61,13 @@ def row(
 ) -> LatencyReport:
     """One LatencyReport; ``timing`` None means not measured (``status`` and ``reason`` say why)."""
     return LatencyReport(
-        runtime=runtime,  # type: ignore[arg-type]
-        status=status if timing is None else "measured",  # type: ignore[arg-type]
+        runtime=runtime,
+        status=status if timing is None else "measured",
         reason=reason,
         device=str(device),
         device_name=device_name(device),
         threads=threads,
-        precision=precision,  # type: ignore[arg-type]
+        precision=precision,
         versions=versions,
         batch=batch,
         img_size=target.img_size,

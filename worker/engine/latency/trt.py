@@ -61,7 +61,7 @@ def _versions() -> dict[str, str]:
 def _logger(messages: list[str]) -> Any:
     trt = _trt()
 
-    class Recorder(trt.ILogger):  # type: ignore[misc, name-defined]
+    class Recorder(trt.ILogger):  # type: ignore[name-defined]
         """Keeps warnings and errors, and TensorRT's (Sparsity) report lines, instead of printing them."""
 
         def __init__(self) -> None:
