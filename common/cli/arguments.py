@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from prunebench.contract import ALLOCATIONS, CHANNEL_FIELDS, IMPORTANCES
+from prunebench.contract import ALLOCATIONS, CHANNEL_FIELDS, IMPORTANCES, RUNTIMES
 
 
 def parse_sparsities(text: str) -> list[float]:
@@ -56,3 +56,54 @@ def add_channel_options(parser: argparse.ArgumentParser) -> None:
 def channel_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The channel options given on the command line, as JobRequest fields."""
     return {name: getattr(args, name) for name in CHANNEL_FIELDS if getattr(args, name, None) is not None}
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma list of integers: {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one value, e.g. 1,32")
+    return values
+
+
+def _runtime_list(text: str) -> list[str]:
+    values = [part for part in text.replace(" ", "").split(",") if part]
+    unknown = [v for v in values if v not in RUNTIMES]
+    if unknown or not values:
+        raise argparse.ArgumentTypeError(f"runtimes are a comma list of {', '.join(RUNTIMES)}; got {text!r}")
+    return values
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """ONNX export and the latency suite, the same on `submit` and `eval` (unset = the API's default)."""
+    group = parser.add_argument_group("deployment runtimes (ONNX export, latency)")
+    group.add_argument("--export", action="store_true", help="export each run to ONNX (checked against PyTorch)")
+    group.add_argument("--latency", action="store_true", help="time each run in each runtime")
+    group.add_argument("--runtimes", type=_runtime_list, default=None, help=f"comma list of {', '.join(RUNTIMES)}")
+    group.add_argument("--latency-batches", dest="latency_batches", type=_int_list, default=None, help="e.g. 1,32")
+    group.add_argument("--latency-warmup", dest="latency_warmup", type=int, default=None, help="untimed iterations")
+    group.add_argument("--latency-iters", dest="latency_iters", type=int, default=None, help="timed iterations")
+    group.add_argument("--threads", type=int, default=None, help="CPU threads for CPU runtimes")
+
+
+def runtime_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """`export` and `latency` JobRequest fields from the command line (any latency option implies --latency)."""
+    fields: dict[str, Any] = {}
+    if getattr(args, "export", False):
+        fields["export"] = {}
+    latency = {
+        key: getattr(args, attr)
+        for key, attr in (
+            ("runtimes", "runtimes"),
+            ("batch_sizes", "latency_batches"),
+            ("warmup", "latency_warmup"),
+            ("iterations", "latency_iters"),
+            ("threads", "threads"),
+        )
+        if getattr(args, attr, None) is not None
+    }
+    if getattr(args, "latency", False) or latency:
+        fields["latency"] = latency
+    return fields

@@ -17,7 +17,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from prunebench.cli.arguments import add_channel_options, channel_fields, parse_sparsities
+from prunebench.cli.arguments import (
+    add_channel_options,
+    add_runtime_options,
+    channel_fields,
+    parse_sparsities,
+    runtime_fields,
+)
 from prunebench.cli.render import ProgressBar, format_job, format_jobs_table, format_result_table, human_bytes
 from prunebench.client.http import ClientError, JobFailed, PrunebenchClient
 from prunebench.contract import JOB_STATUSES, PRUNE_METHODS, SCORER_NAMES
@@ -90,6 +96,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if value is not None:
             body[field] = value
     body.update(channel_fields(args))
+    body.update(runtime_fields(args))
     if args.save_models:
         body["save_models"] = True
     if args.no_cache:
@@ -200,6 +207,7 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("--sparsities", required=True, type=parse_sparsities, help="comma list, e.g. 0,0.3,0.5")
     p.add_argument("--method", choices=PRUNE_METHODS, default="l1_unstructured")
     add_channel_options(p)
+    add_runtime_options(p)
     p.add_argument("--img-size", dest="img_size", type=int, default=None)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     p.add_argument("--max-images", dest="max_images", type=int, default=None)

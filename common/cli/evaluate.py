@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prunebench.cli.arguments import add_channel_options, channel_fields, parse_sparsities, say
+from prunebench.cli.arguments import (
+    add_channel_options,
+    add_runtime_options,
+    channel_fields,
+    parse_sparsities,
+    runtime_fields,
+    say,
+)
 from prunebench.cli.render import format_result_table, progress_line
 from prunebench.contract import PRUNE_METHODS, SCORER_NAMES, JobRequest, Progress
 from prunebench.datasets.catalog import DatasetSpec
@@ -118,6 +125,7 @@ def _request(args: argparse.Namespace, checkpoint: Path, dataset: DatasetSpec) -
         "include_dense": not args.no_dense,
         "save_models": args.save_dir is not None,
         **channel_fields(args),
+        **runtime_fields(args),
     }
     if args.sparsity is not None:
         fields["sparsity"] = args.sparsity
@@ -143,6 +151,7 @@ def add_eval_command(sub: Any) -> None:
     ev.add_argument("--no-dense", action="store_true", help="skip the dense baseline")
     ev.add_argument("--method", default="l1_unstructured", choices=PRUNE_METHODS)
     add_channel_options(ev)
+    add_runtime_options(ev)
     ev.add_argument("--img-size", type=int, default=640)
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-images", type=int, default=None)

@@ -75,7 +75,39 @@ def format_result_table(result: Mapping[str, Any]) -> str:
     dense = next((r for r in runs if float(r.get("sparsity_target", -1)) == 0.0), None)
     rows = [_result_row(run, dense) for run in runs]
     lines = [*_result_title(result), table(RESULT_HEADERS, rows, [True] * len(RESULT_HEADERS))]
+    lines.extend(_latency_lines(runs))
     return "\n".join(lines)
+
+
+LATENCY_HEADERS = ["sparsity", "runtime", "batch", "median ms", "p90 ms", "ms/img", "speed-up"]
+
+
+def _latency_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The latency block, when the job asked for it: one row per run, runtime and batch; then why any
+    runtime was not measured, once per runtime."""
+    rows, why = [], {}
+    for run in runs:
+        speedups = (run.get("deltas") or {}).get("latency_speedup") or {}
+        for r in run.get("latency") or []:
+            if r.get("status") != "measured":
+                why.setdefault(r.get("runtime"), f"{r.get('runtime')}: {r.get('status')}: {r.get('reason')}")
+                continue
+            up = speedups.get(f"{r.get('runtime')}@{r.get('batch')}")
+            rows.append(
+                [
+                    _num(run.get("sparsity_target"), ".2f"),
+                    str(r.get("runtime")),
+                    str(r.get("batch")),
+                    _num(r.get("median_ms"), ".2f"),
+                    _num(r.get("p90_ms"), ".2f"),
+                    _num(r.get("ms_per_image"), ".2f"),
+                    _num(up, ".2f") + ("x" if up is not None else ""),
+                ]
+            )
+    if not rows and not why:
+        return []
+    right = [True, False, True, True, True, True, True]
+    return ["", "latency (network forward only)", table(LATENCY_HEADERS, rows, right), *why.values()]
 
 
 def _map_delta(run: Mapping[str, Any], dense: Mapping[str, Any] | None) -> float | None:

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from prunebench.cli.arguments import channel_fields, parse_sparsities
+from prunebench.cli.arguments import channel_fields, parse_sparsities, runtime_fields
 from prunebench.cli.client_commands import add_client_commands
 from prunebench.cli.evaluate import add_eval_command
 from prunebench.cli.render import format_jobs_table, format_result_table
@@ -189,3 +189,34 @@ def test_submit_and_eval_take_the_same_channel_options() -> None:
     assert channel_fields(submit) == channel_fields(evaluate) == CHANNEL_VALUES
     plain = parser.parse_args(["submit", "--checkpoint", "c", "--dataset", "d", "--sparsities", "0.3"])
     assert channel_fields(plain) == {}  # unset options are left to the API's defaults
+
+
+def test_submit_and_eval_take_the_same_runtime_options() -> None:
+    parser = argparse.ArgumentParser(prog="prunebench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_client_commands(sub)
+    add_eval_command(sub)
+    flags = ["--export", "--runtimes", "torch,onnxruntime_cpu", "--latency-batches", "1,8", "--latency-iters", "3"]
+    submit = parser.parse_args(["submit", "--checkpoint", "c", "--dataset", "d", "--sparsities", "0.5", *flags])
+    evaluate = parser.parse_args(["eval", "--checkpoint", "c.pt", *flags])
+    expected = {
+        "export": {},
+        "latency": {"runtimes": ["torch", "onnxruntime_cpu"], "batch_sizes": [1, 8], "iterations": 3},
+    }
+    assert runtime_fields(submit) == runtime_fields(evaluate) == expected
+    plain = parser.parse_args(["submit", "--checkpoint", "c", "--dataset", "d", "--sparsities", "0.3", "--latency"])
+    assert runtime_fields(plain) == {"latency": {}}, "--latency alone: the API's defaults"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["submit", "--checkpoint", "c", "--dataset", "d", "--sparsities", "0.3", "--runtimes", "tvm"])
+
+
+def test_latency_block_lists_measured_rows_and_says_why_others_are_missing() -> None:
+    dense = _run(0.0, 0.5, 0.7, 10.0, 1000)
+    row = {"runtime": "onnxruntime_cpu", "status": "measured", "batch": 1, "median_ms": 8.0, "p90_ms": 9.0}
+    skipped = {"runtime": "tensorrt", "status": "skipped", "batch": 1, "reason": "no CUDA device on this worker"}
+    dense["latency"] = [{**row, "ms_per_image": 8.0}, skipped]
+    dense["deltas"] = {"latency_speedup": {"onnxruntime_cpu@1": 1.0}}
+    text = format_result_table({"runs": [dense]})
+    assert "latency (network forward only)" in text and "onnxruntime_cpu" in text and "1.00x" in text
+    assert "tensorrt: skipped: no CUDA device on this worker" in text
+    assert "latency" not in format_result_table({"runs": [_run(0.0, 0.5, 0.7, 10.0, 1000)]})

@@ -66,6 +66,8 @@ export async function submitView(view, gen) {
   const includeDense = h("input", { type: "checkbox", id: "f-dense", checked: true });
   const saveModels = h("input", { type: "checkbox", id: "f-save", testid: "save-models" });
   const useCache = h("input", { type: "checkbox", id: "f-cache", checked: true, testid: "use-cache" });
+  const exportOnnx = h("input", { type: "checkbox", id: "f-export", testid: "export-onnx" });
+  const latency = h("input", { type: "checkbox", id: "f-latency", testid: "measure-latency" });
   const submitBtn = h("button.primary", { type: "submit", testid: "submit-job" }, "Submit job");
 
   const fileInput = h("input", { type: "file", id: "f-file", accept: ".pt,.pth,.bin,.ckpt", testid: "upload-input" });
@@ -169,7 +171,11 @@ export async function submitView(view, gen) {
         field("Checkpoint", ckptSelect, "Uploaded, mounted (models dir) or built-in."),
         h("div.field.upload", {}, h("label", { for: fileInput.id }, "…or upload a checkpoint"), h("div.row", {}, fileInput, uploadBtn), uploadBar),
         field("Dataset", dsSelect),
-        field("Method", methodSelect, "l1_unstructured: per layer · global_magnitude: one threshold across layers · channel: structured."),
+        field(
+          "Method",
+          methodSelect,
+          "l1_unstructured: per layer · global_magnitude: one threshold across layers · channel: structured · semi_structured_2_4: 2 of every 4 (sparsity 0.5).",
+        ),
         field("Sparsities", sparsities, "Comma-separated fractions in [0, 1), e.g. 0,0.3,0.5."),
       ),
       channelBox,
@@ -184,6 +190,8 @@ export async function submitView(view, gen) {
         h("label.check", {}, includeDense, " include dense baseline (sparsity 0)"),
         h("label.check", {}, saveModels, " keep pruned models for download"),
         h("label.check", {}, useCache, " reuse an identical earlier result"),
+        h("label.check", {}, exportOnnx, " export each run to ONNX (checked against PyTorch)"),
+        h("label.check", {}, latency, " time each run in every runtime (PyTorch, ONNX Runtime, TensorRT)"),
       ),
     ),
     h("div.actions", {}, submitBtn),
@@ -213,6 +221,8 @@ export async function submitView(view, gen) {
       use_cache: useCache.checked,
     };
     if (maxImages.value) body.max_images = Number(maxImages.value);
+    if (exportOnnx.checked) body.export = {};
+    if (latency.checked) body.latency = {};
     if (methodSelect.value === "channel") {
       body.importance = importance.value;
       body.allocation = allocation.value;

@@ -1,8 +1,10 @@
-// A succeeded job's result, panel by panel: charts, comparison picker, runs, per-layer sparsity, environment.
+// A succeeded job's result, panel by panel: charts, comparison picker, runtime latency, runs, per-layer sparsity,
+// environment.
 
 import { chartsPanel } from "./charts.js";
 import { comparePanel } from "./compare.js";
 import { environmentPanel } from "./environment.js";
+import { latencyPanel } from "./latency.js";
 import { layersPanel } from "./layers.js";
 import { runsPanel } from "./runs.js";
 
@@ -12,7 +14,8 @@ export async function renderResult(job, result, compare, container, gen) {
   const charts = chartsPanel(runs, compare, gen);
   const picker = comparePanel(job, compare, gen, charts.draw);
   const layers = layersPanel(runs);
-  container.append(charts.node, picker.node, runsPanel(job, result, runs), layers.node, environmentPanel(job, result));
+  const latency = latencyPanel(runs);
+  container.append(charts.node, picker.node, ...(latency ? [latency] : []), runsPanel(job, result, runs), layers.node, environmentPanel(job, result));
   await charts.draw();
   layers.draw();
   await picker.draw();

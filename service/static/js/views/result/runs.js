@@ -42,6 +42,7 @@ export function runsPanel(job, result, runs) {
           "Size ratio",
           "Images",
           "Model",
+          "ONNX",
         ].map((t) => h("th", {}, t)),
       ),
     ),
@@ -99,6 +100,22 @@ export function runsPanel(job, result, runs) {
                   "Download",
                 )
               : h("span.muted", { title: "submit with save_models to keep pruned models" }, "–"),
+          ),
+          h(
+            "td",
+            {},
+            r.onnx?.artifact
+              ? h(
+                  "button.small",
+                  {
+                    type: "button",
+                    testid: "download-onnx",
+                    title: `${fmt.bytes(r.onnx.size_bytes)}, opset ${r.onnx.opset}; onnxruntime vs torch ${r.onnx.max_scaled_diff.toExponential(1)} (tolerance ${r.onnx.tolerance})`,
+                    on: { click: () => downloadBlob(r.onnx.artifact, `${job.id}-s${r.sparsity_target}.onnx`).catch(showError) },
+                  },
+                  "ONNX",
+                )
+              : h("span.muted", { title: "submit with export to keep an ONNX model" }, "–"),
           ),
         );
       }),
