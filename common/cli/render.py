@@ -85,12 +85,13 @@ LATENCY_HEADERS = ["sparsity", "runtime", "batch", "median ms", "p90 ms", "ms/im
 def _latency_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     """The latency block, when the job asked for it: one row per run, runtime and batch; then why any
     runtime was not measured, once per runtime."""
-    rows, why = [], {}
+    rows: list[list[str]] = []
+    why: dict[str, str] = {}
     for run in runs:
         speedups = (run.get("deltas") or {}).get("latency_speedup") or {}
         for r in run.get("latency") or []:
             if r.get("status") != "measured":
-                why.setdefault(r.get("runtime"), f"{r.get('runtime')}: {r.get('status')}: {r.get('reason')}")
+                why.setdefault(str(r.get("runtime")), f"{r.get('runtime')}: {r.get('status')}: {r.get('reason')}")
                 continue
             up = speedups.get(f"{r.get('runtime')}@{r.get('batch')}")
             rows.append(
