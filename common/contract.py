@@ -27,7 +27,17 @@ JobStatusName = Literal["queued", "running", "succeeded", "failed", "canceled"]
 """The values of `JobStatus` (the enum that code compares against)."""
 
 Stage = Literal[
-    "queued", "loading", "decoding", "pruning", "saving", "exporting", "evaluating", "scoring", "timing", "done"
+    "queued",
+    "loading",
+    "decoding",
+    "pruning",
+    "finetuning",
+    "saving",
+    "exporting",
+    "evaluating",
+    "scoring",
+    "timing",
+    "done",
 ]
 """Where a job is (`Progress.stage`). A worker reports them in this order for each sparsity point."""
 STAGES: tuple[str, ...] = get_args(Stage)
@@ -146,6 +156,55 @@ class LatencySettings(BaseModel):
         return sorted(set(self.batch_sizes or [1, job_batch_size]))
 
 
+def _plain_name(value: str) -> str:
+    # Clients name things; they never send file-system paths.
+    if "/" in value or "\\" in value or value in (".", "..") or "\x00" in value:
+        raise ValueError("must be a plain name or id, not a path")
+    return value
+
+
+class FinetuneSettings(BaseModel):
+    """Fine-tuning after pruning (and after any training-free recovery), before evaluation.
+
+    Defaults are upstream YOLOv5 train.py's with hyp.scratch-low.yaml; the training step is prunebench's
+    own implementation of that recipe (SGD with Nesterov momentum, warm-up, linear or cosine decay,
+    EMA of weights, mosaic/affine/HSV/flip augmentation, AMP on CUDA)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(
+        ..., min_length=1, max_length=200, description="Training dataset: a catalog name, usually a train split."
+    )
+    epochs: int = Field(10, ge=1, le=1000)
+    img_size: int = Field(640, ge=64, le=4096, description="Square training input, pixels; a multiple of 32.")
+    batch_size: int = Field(16, ge=1, le=512)
+    lr0: float = Field(0.01, gt=0.0, le=1.0, allow_inf_nan=False, description="Initial learning rate (SGD).")
+    lrf: float = Field(0.01, gt=0.0, le=1.0, allow_inf_nan=False, description="Final lr as a fraction of lr0.")
+    cos_lr: bool = Field(False, description="Cosine instead of linear learning-rate decay.")
+    warmup_epochs: float = Field(3.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    momentum: float = Field(0.937, ge=0.0, lt=1.0, allow_inf_nan=False)
+    weight_decay: float = Field(0.0005, ge=0.0, le=0.1, allow_inf_nan=False)
+    ema: bool = Field(True, description="Keep and report an exponential moving average of the weights.")
+    mosaic: bool = Field(True, description="Mosaic augmentation (four images per sample), as upstream.")
+    max_images: int | None = Field(None, ge=1, description="Train on the first N images only (null = all).")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds shuffling and augmentation.")
+    dense: bool = Field(
+        False, description="Fine-tune the dense baseline too (a control: what training alone does to mAP)."
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, value: str) -> str:
+        return _plain_name(value)
+
+    @field_validator("img_size")
+    @classmethod
+    def _stride_multiple(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError("must be a multiple of 32 (the detector's largest stride)")
+        return value
+
+
 class JobRequest(EvalSettings):
     """Body of POST /v1/jobs. Exactly one of `sparsity` and `sparsities` is given."""
 
@@ -174,13 +233,12 @@ class JobRequest(EvalSettings):
     export: ExportSettings | None = Field(None, description="Export each run's model to ONNX (artifact).")
     latency: LatencySettings | None = Field(None, description="Time each run's model in each runtime.")
 
+    finetune: FinetuneSettings | None = Field(None, description="Fine-tune each pruned model before evaluating it.")
+
     @field_validator("checkpoint", "dataset")
     @classmethod
-    def _plain_name(cls, value: str) -> str:
-        # Clients name things; they never send file-system paths.
-        if "/" in value or "\\" in value or value in (".", "..") or "\x00" in value:
-            raise ValueError("must be a plain name or id, not a path")
-        return value
+    def _plain_names(cls, value: str) -> str:
+        return _plain_name(value)
 
     @field_validator("exclude")
     @classmethod
@@ -242,6 +300,11 @@ class Progress(BaseModel):
     images_total: int = 0
     percent: float = 0.0
     message: str | None = None
+    epoch: int | None = Field(None, description="finetuning: the epoch in progress (1-based).")
+    epochs: int | None = None
+    iteration: int | None = Field(None, description="finetuning: the batch in progress within the epoch (1-based).")
+    iterations: int | None = None
+    loss: dict[str, float] | None = Field(None, description="finetuning: this epoch's mean box, obj, cls loss so far.")
 
 
 class Attempt(BaseModel):
@@ -291,6 +354,9 @@ class DatasetInfo(BaseModel):
     categories: list[dict[str, Any]]
     is_coco: bool = Field(False, description="Uses the COCO 80-to-91 category id map.")
     builtin: bool = False
+    format: Literal["coco", "yolo"] = Field(
+        "coco", description="coco: instances JSON; yolo: a split of a YOLOv5 data.yaml (labels/*.txt)."
+    )
 
 
 class Metrics(BaseModel):
@@ -392,6 +458,32 @@ class RunDeltas(BaseModel):
     )
 
 
+class TrainLossPoint(BaseModel):
+    """One fine-tuning epoch's mean training loss components (upstream's box_loss, obj_loss, cls_loss)."""
+
+    epoch: int
+    box: float
+    obj: float
+    cls: float
+    total: float
+
+
+class RecoveryReport(BaseModel):
+    """What was done to recover accuracy after pruning, and what it bought."""
+
+    applied: list[str] = Field(..., description="Recovery steps in the order applied, e.g. ['finetune'].")
+    map_before: float = Field(..., description="mAP@.5:.95 of the pruned model before recovery (pycocotools).")
+    map50_before: float
+    map_after: float = Field(..., description="mAP@.5:.95 after recovery (= this run's metrics.map).")
+    map50_after: float
+    epochs: int | None = Field(None, description="Fine-tuning epochs (null when not fine-tuned).")
+    train_loss: list[TrainLossPoint] = Field(default_factory=list, description="Fine-tuning loss per epoch.")
+    seconds: float = Field(..., description="Wall-clock seconds of the recovery steps (training included).")
+    resumed_from_epoch: int | None = Field(
+        None, description="Epochs an earlier attempt had finished when this one resumed fine-tuning from them."
+    )
+
+
 class RunResult(BaseModel):
     sparsity_target: float
     sparsity: float = Field(..., description="Achieved fraction of zeros in the prunable Conv2d weights.")
@@ -413,6 +505,8 @@ class RunResult(BaseModel):
     model_artifact: str | None = Field(None, description="Download path of the pruned model, if saved.")
     onnx: OnnxExport | None = Field(None, description="The exported, checked ONNX model (export or latency asked).")
     latency: list[LatencyReport] = Field(default_factory=list, description="One entry per runtime and batch size.")
+
+    recovery: RecoveryReport | None = Field(None, description="Recovery applied to this point (none: null).")
 
 
 class Environment(BaseModel):

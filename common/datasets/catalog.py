@@ -1,6 +1,7 @@
-"""The dataset catalog: which COCO-format datasets a deployment offers, by name.
+"""The dataset catalog: which datasets a deployment offers, by name (COCO JSON or YOLO format).
 
-A catalog file (YAML or JSON) maps names to an images folder and an instances JSON:
+A catalog file (YAML or JSON) maps names to an images folder and an instances JSON, or to a YOLOv5
+``data.yaml`` whose splits each become a dataset:
 
     coco-val2017:
       images: coco/val2017
@@ -9,11 +10,17 @@ A catalog file (YAML or JSON) maps names to an images folder and an instances JS
       images: /data/shapes/images
       annotations: /data/shapes/instances.json
       category_map: ordered
+    parts:                        # YOLO format: datasets parts-train and parts-val
+      format: yolo
+      data: /data/parts/data.yaml
+      splits: {val: parts-check}  # optional: name a split differently (here parts-val -> parts-check)
 
 Relative paths resolve against the catalog file's folder. `category_map` says how model class
 indices become dataset category ids: `coco80` (the standard COCO 80-to-91 map, as upstream uses for
 COCO), `ordered` (class i is the dataset's i-th category by id), or `auto` (default: `coco80` when
-the category ids are COCO ids and the model has 80 classes, else `ordered`).
+the category ids are COCO ids and the model has 80 classes, else `ordered`). A YOLO-format split is
+converted to COCO instances in memory (see ``prunebench.datasets.yolo``): category id = class index,
+so its map is always ``ordered``.
 
 Torch-free: the API lists datasets from here, workers resolve them from here.
 """
@@ -30,10 +37,14 @@ import yaml
 
 from prunebench import DEMO_ASSETS
 from prunebench.contract import DatasetInfo
+from prunebench.datasets import yolo
 
 CategoryMap = Literal["auto", "coco80", "ordered"]
+DatasetFormat = Literal["coco", "yolo"]
 BUILTIN_ROOT = DEMO_ASSETS
 BUILTIN_DATASET = "shapes-val"
+BUILTIN_YOLO = {"train": "shapes-train-mini", "val": "shapes-val-yolo"}
+"""The bundled ``shapes.yaml`` splits: 240 training images and the 120 validation images, YOLO labels."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # COCO's 80 detection classes as 91-id category ids (facts of the COCO format).
@@ -55,15 +66,38 @@ class UnknownDataset(KeyError):
 
 
 @dataclass(frozen=True)
+class YoloSplit:
+    """Where a YOLO-format dataset comes from: its data.yaml and which split."""
+
+    data: yolo.DataYaml
+    split: str
+
+    @cached_property
+    def images(self) -> list[Path]:
+        return yolo.list_images(self.data.splits[self.split])
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
+    """One dataset. COCO: ``images_dir`` + ``annotations`` (instances JSON). YOLO: ``annotations`` is the
+    data.yaml, ``images_dir`` the folder image file names are relative to, ``yolo`` the split."""
+
     name: str
     images_dir: Path
     annotations: Path
     category_map: CategoryMap = "auto"
     builtin: bool = False
+    format: DatasetFormat = "coco"
+    yolo: YoloSplit | None = None
 
     @cached_property
     def instances(self) -> dict[str, Any]:
+        """COCO instances (for a YOLO split: converted in memory, image sizes read from the headers)."""
+        if self.yolo is not None:
+            try:
+                return yolo.coco_instances(self.yolo.images, self.images_dir, self.yolo.data.names)
+            except yolo.YoloFormatError as exc:
+                raise CatalogError(f"dataset {self.name!r}: {exc}") from exc
         try:
             with self.annotations.open("rb") as fh:
                 data = json.load(fh)
@@ -96,6 +130,8 @@ class DatasetSpec:
         return self.class_to_category(num_classes) == list(COCO80_TO_91)
 
     def info(self) -> DatasetInfo:
+        if self.yolo is not None:
+            return self._yolo_info(self.yolo)
         data = self.instances
         return DatasetInfo(
             name=self.name,
@@ -105,12 +141,59 @@ class DatasetSpec:
             is_coco=self.category_map == "coco80"
             or (self.category_map == "auto" and set(self.category_ids) <= set(COCO80_TO_91)),
             builtin=self.builtin,
+            format=self.format,
         )
+
+    def _yolo_info(self, split: YoloSplit) -> DatasetInfo:
+        # Counts only: listing datasets must not read every image header.
+        try:
+            images = split.images
+            objects = yolo.count_labels(images, split.data.nc)
+        except yolo.YoloFormatError as exc:
+            raise CatalogError(f"dataset {self.name!r}: {exc}") from exc
+        return DatasetInfo(
+            name=self.name,
+            images=len(images),
+            annotations=objects,
+            categories=[{"id": i, "name": n} for i, n in enumerate(split.data.names)],
+            is_coco=False,
+            builtin=self.builtin,
+            format="yolo",
+        )
+
+
+def yolo_datasets(
+    data_yaml: Path, names: dict[str, str] | None = None, *, prefix: str = "", builtin: bool = False
+) -> dict[str, DatasetSpec]:
+    """One dataset per split of a YOLOv5 data.yaml, named ``names[split]`` or ``<prefix>-<split>``."""
+    try:
+        data = yolo.read_data_yaml(data_yaml)
+    except yolo.YoloFormatError as exc:
+        raise CatalogError(str(exc)) from exc
+    names = names or {}
+    unknown = set(names) - set(data.splits)
+    if unknown:
+        raise CatalogError(f"{data_yaml}: no split {', '.join(sorted(unknown))} (has {', '.join(data.splits)})")
+    specs = {}
+    for split, sources in data.splits.items():
+        name = names.get(split) or f"{prefix}-{split}"
+        # File names are relative to the split's own folder when it has one, else to the dataset root.
+        images_dir = sources[0] if len(sources) == 1 and sources[0].is_dir() else data.root
+        specs[name] = DatasetSpec(
+            name=name,
+            images_dir=images_dir,
+            annotations=data.path,
+            category_map="ordered",
+            builtin=builtin,
+            format="yolo",
+            yolo=YoloSplit(data, split),
+        )
+    return specs
 
 
 def builtin_datasets() -> dict[str, DatasetSpec]:
     root = BUILTIN_ROOT / BUILTIN_DATASET
-    return {
+    specs = {
         BUILTIN_DATASET: DatasetSpec(
             name=BUILTIN_DATASET,
             images_dir=root / "images",
@@ -118,11 +201,23 @@ def builtin_datasets() -> dict[str, DatasetSpec]:
             builtin=True,
         )
     }
+    specs.update(yolo_datasets(BUILTIN_ROOT / "shapes.yaml", BUILTIN_YOLO, builtin=True))
+    return specs
+
+
+def _parse_yolo_entry(name: str, entry: dict[str, Any], base: Path) -> dict[str, DatasetSpec]:
+    data = entry.get("data")
+    splits = entry.get("splits", {})
+    if not isinstance(data, str) or not data:
+        raise CatalogError(f"catalog entry {name!r} (format yolo) needs 'data': the path of a data.yaml")
+    if not isinstance(splits, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in splits.items()):
+        raise CatalogError(f"catalog entry {name!r}: 'splits' maps split names (train, val, test) to dataset names")
+    return yolo_datasets((base / data).resolve(), splits, prefix=name)
 
 
 def _parse_entry(name: str, entry: Any, base: Path) -> DatasetSpec:
     if not isinstance(entry, dict) or "images" not in entry or "annotations" not in entry:
-        raise CatalogError(f"catalog entry {name!r} needs 'images' and 'annotations'")
+        raise CatalogError(f"catalog entry {name!r} needs 'images' and 'annotations' (or 'format: yolo')")
     category_map = entry.get("category_map", "auto")
     if category_map not in ("auto", "coco80", "ordered"):
         raise CatalogError(f"catalog entry {name!r}: category_map must be auto, coco80 or ordered")
@@ -149,7 +244,13 @@ def load_catalog(path: Path | None, include_builtin: bool = True) -> dict[str, D
     if not isinstance(raw, dict):
         raise CatalogError(f"dataset catalog {path} must map names to entries")
     for name, entry in raw.items():
-        specs[str(name)] = _parse_entry(str(name), entry, path.parent)
+        fmt = entry.get("format", "coco") if isinstance(entry, dict) else "coco"
+        if fmt == "yolo":
+            specs.update(_parse_yolo_entry(str(name), entry, path.parent))
+        elif fmt == "coco":
+            specs[str(name)] = _parse_entry(str(name), entry, path.parent)
+        else:
+            raise CatalogError(f"catalog entry {name!r}: format must be coco or yolo")
     return specs
 
 

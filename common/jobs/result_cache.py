@@ -24,6 +24,7 @@ import prunebench
 from prunebench.contract import CHANNEL_FIELDS, EvalSettings, JobRequest
 from prunebench.datasets.catalog import DatasetSpec
 from prunebench.datasets.digests import DigestMemo, dataset_digest
+from prunebench.datasets.yolo import label_path
 from prunebench.jobs.keys import Keys
 
 EVAL_FIELDS = tuple(EvalSettings.model_fields)
@@ -31,16 +32,31 @@ EVAL_FIELDS = tuple(EvalSettings.model_fields)
 
 
 def dataset_fingerprint(dataset: DatasetSpec, memo: DigestMemo | None = None) -> dict[str, object]:
-    """What identifies a dataset: its content (annotations and every listed image) and its category map."""
+    """What identifies a dataset: its content (annotations and every listed image) and its category map;
+    for a YOLO split the annotations are its data.yaml, and every label file's content counts too."""
+    memo = memo or DigestMemo()
     names = [str(entry["file_name"]) for entry in dataset.instances["images"]]
-    return {
+    fingerprint: dict[str, object] = {
         "name": dataset.name,
-        "content": dataset_digest(dataset.annotations, dataset.images_dir, names, memo or DigestMemo()),
+        "content": dataset_digest(dataset.annotations, dataset.images_dir, names, memo),
         "category_map": dataset.category_map,
     }
+    if dataset.yolo is not None:
+        labels = [label_path(image) for image in dataset.yolo.images]
+        whole = hashlib.sha256()
+        for path, sha in zip(labels, memo.digests(labels), strict=True):
+            whole.update(f"{path}:{sha}\n".encode())
+        fingerprint["labels"] = whole.hexdigest()
+    return fingerprint
 
 
-def cache_key(request: JobRequest, checkpoint_id: str, dataset: DatasetSpec, memo: DigestMemo | None = None) -> str:
+def cache_key(
+    request: JobRequest,
+    checkpoint_id: str,
+    dataset: DatasetSpec,
+    memo: DigestMemo | None = None,
+    train_dataset: DatasetSpec | None = None,
+) -> str:
     identity = {
         "prunebench": prunebench.__version__,
         "checkpoint": checkpoint_id,
@@ -52,6 +68,10 @@ def cache_key(request: JobRequest, checkpoint_id: str, dataset: DatasetSpec, mem
         "channel": {field: getattr(request, field) for field in CHANNEL_FIELDS},
         "latency": request.latency.model_dump() if request.latency is not None else None,
     }
+    if request.finetune is not None:
+        # Fine-tuned results depend on every training setting and on the training data.
+        identity["finetune"] = request.finetune.model_dump()
+        identity["train_dataset"] = dataset_fingerprint(train_dataset, memo) if train_dataset is not None else None
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
