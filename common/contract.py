@@ -466,6 +466,7 @@ class TrainLossPoint(BaseModel):
     obj: float
     cls: float
     total: float
+    seconds: float | None = Field(None, description="Wall-clock seconds of this epoch.")
 
 
 class RecoveryReport(BaseModel):

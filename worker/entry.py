@@ -116,7 +116,7 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
         inputs = _resolve_inputs(store, settings, job)
         cache = ResultCache(store.redis, store.keys)
         memo = DigestMemo(settings.digest_memo)
-        key = cache_key(job.request, inputs.checkpoint.id, inputs.dataset, memo)
+        key = cache_key(job.request, inputs.checkpoint.id, inputs.dataset, memo, inputs.train_dataset)
         cached = _cached_result(store, cache, key, job_id) if cacheable(job.request) else None
         if cached is not None:
             store.finish_succeeded(job_id, cached)
@@ -168,6 +168,7 @@ class _Inputs:
     checkpoint: CheckpointInfo
     checkpoint_path: Path
     dataset: DatasetSpec
+    train_dataset: DatasetSpec | None  # what `finetune.dataset` names, when the job fine-tunes
 
 
 def _resolve_inputs(store: JobStore, settings: Settings, job: JobResource) -> _Inputs:
@@ -180,7 +181,9 @@ def _resolve_inputs(store: JobStore, settings: Settings, job: JobResource) -> _I
         # A mounted file replaced after submission: run what was asked for, or nothing.
         raise CheckpointChanged(f"{job.request.checkpoint!r} changed since the job was submitted")
     catalog = load_catalog(settings.datasets, include_builtin=settings.builtin_assets)
-    return _Inputs(info, path, resolve_dataset(catalog, job.request.dataset))
+    train = job.request.finetune
+    train_dataset = resolve_dataset(catalog, train.dataset) if train is not None else None
+    return _Inputs(info, path, resolve_dataset(catalog, job.request.dataset), train_dataset)
 
 
 def _run_pipeline(
@@ -218,6 +221,7 @@ def _run_pipeline(
             reporter,
             artifacts,
             decode_cache=decode_cache,
+            train_dataset=inputs.train_dataset,
         )
     _publish_artifacts(job.id, result)
     return result

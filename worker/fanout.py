@@ -86,7 +86,14 @@ def _open(request: JobRequest, path: Path, dataset: DatasetSpec, reporter: Any, 
     from prunebench.worker.engine.pipeline import open_job
 
     cache = DecodeCache(settings.decode_cache_dir, settings.decode_cache_bytes, DigestMemo(settings.digest_memo))
-    return open_job(request, path, dataset, reporter, Path(settings.artifacts_dir) / job_id, cache)
+    train_dataset = None
+    if request.finetune is not None:  # every process that runs points trains them, so each opens the split
+        from prunebench.datasets.catalog import load_catalog, resolve_dataset
+
+        catalog = load_catalog(settings.datasets, include_builtin=settings.builtin_assets)
+        train_dataset = resolve_dataset(catalog, request.finetune.dataset)
+    artifacts = Path(settings.artifacts_dir) / job_id
+    return open_job(request, path, dataset, reporter, artifacts, cache, train_dataset)
 
 
 def run_claimed(
@@ -172,7 +179,7 @@ def run_fanned_out(
     worker: str,
 ) -> JobResult:
     """The parent's side (see the module docstring): enqueue, run, wait, assemble."""
-    from prunebench.worker.engine.pipeline import assemble_result
+    from prunebench.worker.engine.pipeline import assemble_result, drop_training_state
 
     points = PointStore(store.redis, settings.redis_prefix, job_id)
     points.reset_for_attempt()  # a retried job keeps its stored points and reruns the rest
@@ -210,6 +217,7 @@ def run_fanned_out(
 
     stored = points.results()
     runs = [RunResult.model_validate_json(stored[k]) for k in range(total)]
+    drop_training_state(Path(settings.artifacts_dir) / job_id)
     return assemble_result(request, job_id, info, dataset, runs, worker=worker)
 
 

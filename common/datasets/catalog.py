@@ -109,6 +109,8 @@ class DatasetSpec:
 
     @property
     def category_ids(self) -> list[int]:
+        if self.yolo is not None:
+            return list(range(self.yolo.data.nc))  # known without converting (no image headers read)
         return sorted(int(c["id"]) for c in self.instances.get("categories", []))
 
     def class_to_category(self, num_classes: int) -> list[int]:

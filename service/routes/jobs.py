@@ -122,6 +122,17 @@ def submit_job(
         raise
 
 
+def _check_dataset(catalog: dict[str, DatasetSpec], name: str) -> None:
+    """The named dataset exists (else 404) and can be read (else 422), before a job is queued on it."""
+    spec = catalog.get(name)
+    if spec is None:
+        raise Problem(404, f"unknown dataset {name!r}", kind="unknown-dataset")
+    try:
+        dataset_info(spec)
+    except CatalogError as exc:
+        raise Problem(422, str(exc), kind="dataset-unusable") from exc
+
+
 def _submit(
     request: JobRequest,
     response: Response,
@@ -132,13 +143,9 @@ def _submit(
     job_id: str | None = None,
 ) -> JobResource:
     info, _ = resolve_visible(checkpoints, request.checkpoint, owner)
-    spec = catalog.get(request.dataset)
-    if spec is None:
-        raise Problem(404, f"unknown dataset {request.dataset!r}", kind="unknown-dataset")
-    try:
-        dataset_info(spec)
-    except CatalogError as exc:
-        raise Problem(422, str(exc), kind="dataset-unusable") from exc
+    names = [request.dataset] + ([request.finetune.dataset] if request.finetune is not None else [])
+    for name in names:
+        _check_dataset(catalog, name)
     # Pin the checkpoint's id: a mounted file replaced before the job runs must not silently change it.
     job = store.create(request, owner, checkpoint_id=info.id, job_id=job_id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"

@@ -356,3 +356,82 @@ def test_retry_runs_a_canceled_job_again_for_its_owner_only(stack: FaultStack) -
     assert done["status"] == "succeeded" and done["error"] is None and done["finished_at"]
     assert [a["outcome"] for a in done["attempts"]] == ["succeeded"]
     assert stack.http.post(f"/v1/jobs/{job['id']}/retry").status_code == 409  # succeeded: nothing to retry
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fine-tuning jobs: a killed worker's retry resumes training; a cancel stops it within seconds.
+
+FINETUNE: dict[str, Any] = {
+    **TINY,
+    "img_size": 128,
+    "finetune": {"dataset": "shapes-train-mini", "epochs": 4, "img_size": 128, "batch_size": 4, "max_images": 16},
+}
+
+
+def wait_epoch(stack: Service, job_id: str, epoch: int, timeout_s: float = 120) -> dict[str, Any]:
+    """Until the job is fine-tuning epoch `epoch` or later (so `epoch - 1` epochs are checkpointed)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = stack.job(job_id)
+        progress = job["progress"]
+        if job["status"] == "running" and progress["stage"] == "finetuning" and progress["epoch"] >= epoch:
+            return job
+        assert job["status"] in ("queued", "running"), job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached epoch {epoch}: {stack.job(job_id)}\n{stack.tail()}")
+
+
+def finished_epochs(stack: Service, job_id: str) -> int:
+    """Epochs the job's fine-tuning checkpoint (in the store) says are done."""
+    import torch
+
+    path = stack.settings.artifacts_dir / job_id / "finetune" / "run-0.ckpt"
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+
+
+def test_a_worker_killed_mid_finetune_is_retried_from_its_last_finished_epoch(stack: FaultStack) -> None:
+    stack.ensure_workers(2)
+    job = stack.submit(**FINETUNE)
+    running = wait_epoch(stack, job["id"], 2)
+    assert running["progress"]["loss"].keys() == {"box", "obj", "cls"} and running["progress"]["iterations"] == 4
+    worker, horse = horse_of(stack, running["worker"])
+    worker.send_signal(signal.SIGKILL)
+    os.kill(horse, signal.SIGKILL)
+    worker.wait(timeout=10)
+    done_epochs = finished_epochs(stack, job["id"])  # nothing writes it any more
+
+    done = stack.wait(job["id"], timeout_s=180)
+    assert done["status"] == "succeeded", (done, stack.tail())
+    assert [a["outcome"] for a in done["attempts"]] == ["abandoned", "succeeded"]
+    run = JobResult.model_validate(stack.http.get(f"/v1/jobs/{job['id']}/result").json()).runs[0]
+    assert run.recovery is not None and run.recovery.applied == ["finetune"]
+    assert done_epochs >= 1 and run.recovery.resumed_from_epoch == done_epochs
+    assert [p.epoch for p in run.recovery.train_loss] == [1, 2, 3, 4] and run.recovery.epochs == 4
+    assert run.sparsity == pytest.approx(0.2, abs=1e-3)  # the mask held through both attempts
+    # Training checkpoints are scratch: gone once the job has its result.
+    assert not (stack.settings.artifacts_dir / job["id"] / "finetune").exists()
+    stack.ensure_workers(2)
+
+
+def test_cancel_stops_finetuning_within_seconds_and_a_retry_resumes(stack: FaultStack) -> None:
+    stack.ensure_workers(1)
+    job = stack.submit(**FINETUNE)
+    running = wait_epoch(stack, job["id"], 2)
+    worker = next(w for w in stack.live_workers() if w.pid == int(running["worker"].split(":")[1]))
+    asked = time.monotonic()
+    response = stack.http.delete(f"/v1/jobs/{job['id']}")
+    assert response.status_code == 202 and response.json()["status"] == "canceled"
+    while children_of(worker.pid) and time.monotonic() - asked < 30:
+        time.sleep(0.05)
+    stopped_s = time.monotonic() - asked
+    print(f"\nfine-tuning horse gone {stopped_s:.1f} s after the cancel")
+    assert not children_of(worker.pid) and stopped_s < 10
+    canceled = stack.wait(job["id"], timeout_s=30)
+    assert canceled["status"] == "canceled" and canceled["attempts"][-1]["outcome"] == "canceled"
+    done_epochs = finished_epochs(stack, job["id"])
+
+    assert stack.http.post(f"/v1/jobs/{job['id']}/retry").status_code == 202
+    done = stack.wait(job["id"], timeout_s=180)
+    assert done["status"] == "succeeded", (done, stack.tail())
+    run = JobResult.model_validate(stack.http.get(f"/v1/jobs/{job['id']}/result").json()).runs[0]
+    assert run.recovery is not None and run.recovery.resumed_from_epoch == done_epochs >= 1

@@ -200,3 +200,32 @@ def test_upload_over_the_limit_is_413_while_streaming(client: TestClient, app_se
     )
     problem(response, 413)
     assert stored_uploads(app_settings) == []
+
+
+@pytest.mark.parametrize(
+    ("finetune", "status", "kind"),
+    [
+        ({"dataset": "no-such-split"}, 404, "unknown-dataset"),
+        ({"dataset": "../etc"}, 422, None),
+        ({"dataset": "shapes-train-mini", "img_size": 100}, 422, None),
+        ({"dataset": "shapes-train-mini", "epochs": 0}, 422, None),
+        ({"dataset": "shapes-train-mini", "lr0": -1}, 422, None),
+        ({"dataset": "shapes-train-mini", "optimizer": "adam"}, 422, None),
+    ],
+)
+def test_bad_finetune_settings_are_refused_before_queueing(
+    client: TestClient, app_settings: Settings, finetune: dict[str, Any], status: int, kind: str | None
+) -> None:
+    body = problem(client.post("/v1/jobs", json={**JOB, "finetune": finetune}, headers=AUTH), status)
+    if kind:
+        assert body["type"].endswith(kind) and "no-such-split" in body["detail"]
+    assert stored_jobs(app_settings) == 0
+
+
+def test_a_finetune_job_on_a_yolo_split_is_accepted(client: TestClient, app_settings: Settings) -> None:
+    response = client.post("/v1/jobs", json={**JOB, "finetune": {"dataset": "shapes-train-mini"}}, headers=AUTH)
+    assert response.status_code == 202, response.text
+    assert response.json()["request"]["finetune"]["epochs"] == 10
+    listing = client.get("/v1/datasets", headers=AUTH).json()["items"]
+    formats = {d["name"]: d["format"] for d in listing}
+    assert formats["shapes-train-mini"] == "yolo" and formats["shapes-val"] == "coco"

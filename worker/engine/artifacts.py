@@ -156,7 +156,7 @@ def build_artifact(
     }
 
 
-def _atomic_save(obj: Any, path: Path) -> int:
+def atomic_save(obj: Any, path: Path) -> int:
     """torch.save to a temp file next to ``path`` then rename: readers never see a half-written file."""
     return write_atomic_with(path, lambda fh: torch.save(obj, fh))
 
@@ -219,7 +219,7 @@ def save_model(
     if path is None:
         raise TypeError("save_model needs a path")
     artifact = _artifact_for(model, source, yaml=yaml, names=names, stride=stride, meta=meta, half=half)
-    return _atomic_save(artifact, Path(path))
+    return atomic_save(artifact, Path(path))
 
 
 def artifact_size(

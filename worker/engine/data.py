@@ -103,7 +103,7 @@ def resize_long_side(image: np.ndarray, img_size: int) -> np.ndarray:
     return cv2.resize(image, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=interp)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DatasetError(f"image not found: {path}")
     # cv2.imread applies EXIF orientation, like upstream (which also reads with cv2.imread).
@@ -156,7 +156,7 @@ def decode_dataset(
     paths = [spec.images_dir / str(e["file_name"]) for e in entries]
 
     def load(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
-        image = _read_image(path)
+        image = read_image(path)
         return resize_long_side(image, img_size), (int(image.shape[0]), int(image.shape[1]))
 
     if cache is not None:

@@ -185,9 +185,12 @@ EVAL_SHARE = 0.9
 """Share of one sweep point's progress spent evaluating; scoring and saving take the rest."""
 
 
-def _report(reporter: Reporter, base: Progress, done: int, total: int) -> None:
+def _report(
+    reporter: Reporter, base: Progress, done: int, total: int, span: tuple[float, float] = (0.0, EVAL_SHARE)
+) -> None:
     runs = max(base.runs_total, 1)
-    percent = 100.0 * (base.run_index + EVAL_SHARE * done / max(total, 1)) / runs
+    start, end = span
+    percent = 100.0 * (base.run_index + start + (end - start) * done / max(total, 1)) / runs
     reporter.progress(
         base.model_copy(update={"stage": "evaluating", "images_done": done, "images_total": total, "percent": percent})
     )
@@ -202,10 +205,12 @@ def evaluate(
     reporter: Reporter | None = None,
     progress: Progress | None = None,
     infer: InferFn = default_infer,
+    span: tuple[float, float] = (0.0, EVAL_SHARE),
 ) -> EvalOutput:
     """Detections (network-input pixels) for every image, stage timings, and OOM back-off counts.
 
-    ``model`` must already be on ``device`` in eval mode (and half when ``config.half``).
+    ``model`` must already be on ``device`` in eval mode (and half when ``config.half``). ``span`` is the
+    (start, end) share of the sweep point's progress this pass fills.
     """
     reporter = reporter or NullReporter()
     base = progress or Progress()
@@ -218,7 +223,7 @@ def evaluate(
     chunk_sizes: list[int] = []
     done = 0
     started = time.perf_counter()
-    _report(reporter, base, 0, total)
+    _report(reporter, base, 0, total, span)
     for loaded in _prefetched(dataset, batches, pin=device.type == "cuda"):
         if reporter.should_stop():
             raise JobCanceled()
@@ -241,7 +246,7 @@ def evaluate(
             gain = input_gain(dataset.images[i], box.gain)
             detections.append(ImageDetections(index=i, boxes=det.detach().cpu(), gain=gain, pad=box.pad))
         done += len(batch.indices)
-        _report(reporter, base, done, total)
+        _report(reporter, base, done, total, span)
 
     return EvalOutput(
         detections=detections,

@@ -21,14 +21,20 @@ The flow, and where other features hook in:
   (COCO rows, the job's scorer, upstream's AP) -> ``_latency`` (with ``latency``: the latency suite on
   the evaluated model and its export, ``runtimes.time_run``). Recovery / fine-tuning belongs between
   ``_prune`` and ``_measure``; other runtimes replace the forward through ``evaluate``'s ``infer``.
+* ``_finetune`` (with ``finetune``, per pruned point, between ``_prune`` and ``_measure``): evaluate the
+  pruned model, fine-tune it (``train.finetune``: checkpointed every epoch under
+  ``artifacts_dir/finetune/`` so a retried attempt, or a point re-run on another worker, resumes), and
+  the run's ``recovery`` block holds both mAPs and the loss curve.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +53,7 @@ from prunebench.contract import (
     Metrics,
     OnnxExport,
     Progress,
+    RecoveryReport,
     RunDeltas,
     RunResult,
     SpeedMs,
@@ -63,6 +70,9 @@ from prunebench.worker.engine.export import ExportError
 from prunebench.worker.engine.reporting import JobCanceled, NullReporter, Reporter
 from prunebench.worker.engine.scorers import CocoScorer, make_scorer
 from prunebench.worker.engine.scoring import score
+from prunebench.worker.engine.train import finetune
+from prunebench.worker.engine.train.data import TrainSet
+from prunebench.worker.engine.train.trainer import TrainOutcome
 
 
 class PipelineError(ValueError):
@@ -86,6 +96,7 @@ class _Job:
     points: list[float]
     artifacts_dir: Path | None
     gflops_by_arch: dict[Any, float] = field(default_factory=dict)  # architecture_key -> GFLOPs
+    train_data: TrainSet | None = None  # with `finetune`: the training split, decoded once per job opening
 
 
 @dataclass
@@ -106,6 +117,10 @@ GFLOPS_IMG_SIZE = 640
 
 # Share of one run's progress reached when scoring starts; pruning and saving start the run at 0.
 STAGE_SHARE = {"scoring": EVAL_SHARE, "timing": EVAL_SHARE}
+# With fine-tuning, a run is: evaluate the pruned model, train, evaluate again (shares of the run).
+FT_BEFORE_SPAN = (0.0, 0.05)
+FT_TRAIN_SPAN = (0.05, 0.8)
+FT_AFTER_SPAN = (0.8, EVAL_SHARE)
 
 
 def _progress(job: _Job | None, stage: str, run_index: int = 0, runs_total: int = 0, **extra: Any) -> Progress:
@@ -136,17 +151,32 @@ def _class_map(dataset: DatasetSpec, loaded: LoadedModel) -> list[int]:
     return class_map
 
 
-def _decode(
-    request: JobRequest, dataset: DatasetSpec, reporter: Reporter, runs_total: int, cache: DecodeCache | None
-) -> DecodedDataset:
+def _decoding_progress(reporter: Reporter, runs_total: int, name: str) -> Callable[[int, int], None]:
     def on_progress(done: int, total: int) -> None:
         # Decoding is per image; report roughly every 2% to keep the reporter cheap.
         if done == total or done % max(1, total // 50) == 0:
             reporter.progress(
-                _progress(None, "decoding", 0, runs_total, images_done=done, images_total=total, message=dataset.name)
+                _progress(None, "decoding", 0, runs_total, images_done=done, images_total=total, message=name)
             )
 
+    return on_progress
+
+
+def _decode(
+    request: JobRequest, dataset: DatasetSpec, reporter: Reporter, runs_total: int, cache: DecodeCache | None
+) -> DecodedDataset:
+    on_progress = _decoding_progress(reporter, runs_total, dataset.name)
     return decode_dataset(dataset, request.img_size, request.max_images, on_progress=on_progress, cache=cache)
+
+
+def _train_data(request: JobRequest, spec: DatasetSpec, loaded: LoadedModel, reporter: Reporter) -> TrainSet:
+    settings = request.finetune
+    assert settings is not None
+    on_progress = _decoding_progress(reporter, len(request.sweep()), spec.name)
+    try:
+        return finetune.make_train_set(spec, _class_map(spec, loaded), settings, on_progress)
+    except CatalogError as exc:
+        raise PipelineError(str(exc)) from None
 
 
 def _setup(
@@ -156,17 +186,21 @@ def _setup(
     reporter: Reporter,
     artifacts_dir: Path | None,
     decode_cache: DecodeCache | None,
+    train_dataset: DatasetSpec | None = None,
 ) -> _Job:
     points = request.sweep()
     reporter.progress(_progress(None, "loading", 0, len(points)))
     loaded = load_model(checkpoint_path)
     class_map = _class_map(dataset, loaded)
     device = resolve_device(request.device)
+    if request.finetune is not None and train_dataset is None:
+        raise PipelineError(f"fine-tuning needs its training dataset {request.finetune.dataset!r}")
     unfused = copy.deepcopy(loaded.model).float().eval().to(device)
     # Fuse first, then prune (upstream's parity flow); on the device, so each point is copied and pruned there.
     dense = loaded.model.float().eval().fuse().to(device)
     _check_stop(reporter)
     decoded = _decode(request, dataset, reporter, len(points), decode_cache)
+    train_data = _train_data(request, train_dataset, loaded, reporter) if train_dataset and request.finetune else None
     return _Job(
         request=request,
         reporter=reporter,
@@ -180,6 +214,7 @@ def _setup(
         half=use_half(request.half, device),
         points=points,
         artifacts_dir=artifacts_dir,
+        train_data=train_data,
     )
 
 
@@ -187,10 +222,12 @@ def _setup(
 # One sweep point
 
 
-def _prune(job: _Job, sparsity: float) -> tuple[nn.Module, list[str], float]:
-    """A fresh copy of the dense model, pruned; with the pruned layer names and the achieved sparsity."""
+def _prune(job: _Job, sparsity: float, fuse: bool = True) -> tuple[nn.Module, list[str], float]:
+    """A fresh copy of the dense model, pruned; with the pruned layer names and the achieved sparsity.
+
+    ``fuse=False`` (fine-tuning next) keeps a channel-pruned model's BatchNorm layers for training."""
     if job.request.method == "channel":
-        return _prune_channels(job, sparsity)
+        return _prune_channels(job, sparsity, fuse)
     model = copy.deepcopy(job.dense)
     if sparsity == 0.0 and job.request.method == "l1_unstructured":
         # The dense baseline: nothing to prune. Its sparsity is whatever zeros the checkpoint already has.
@@ -200,11 +237,11 @@ def _prune(job: _Job, sparsity: float) -> tuple[nn.Module, list[str], float]:
     return outcome.model, list(outcome.pruned_layers), float(outcome.achieved)
 
 
-def _prune_channels(job: _Job, sparsity: float) -> tuple[nn.Module, list[str], float]:
+def _prune_channels(job: _Job, sparsity: float, fuse: bool = True) -> tuple[nn.Module, list[str], float]:
     """Channel pruning of the unfused model, then fused for evaluation (the dense point: just fused)."""
     model = copy.deepcopy(job.unfused)
     if sparsity == 0.0:
-        return model.fuse(), [], 0.0
+        return (model.fuse() if fuse else model), [], 0.0
     options = pruning.ChannelOptions(
         importance=job.request.importance,
         allocation=job.request.allocation,
@@ -212,7 +249,8 @@ def _prune_channels(job: _Job, sparsity: float) -> tuple[nn.Module, list[str], f
         round_to=job.request.round_to,
     )
     outcome = pruning.apply_pruning(model, "channel", sparsity, list(job.request.exclude), options)
-    return outcome.model.fuse(), list(outcome.pruned_layers), float(outcome.achieved)
+    pruned = outcome.model.fuse() if fuse else outcome.model
+    return pruned, list(outcome.pruned_layers), float(outcome.achieved)
 
 
 def _gflops(job: _Job, model: nn.Module) -> float:
@@ -235,11 +273,14 @@ def _measure(job: _Job, model: nn.Module, pruned: list[str], achieved: float) ->
     )
 
 
-def _model_size(job: _Job, model: nn.Module, run_index: int) -> tuple[int, str | None]:
-    """Bytes of the saved model; written as an artifact when asked, else only counted (no file)."""
+def _model_size(job: _Job, model: nn.Module, run_index: int, within: float = 0.0) -> tuple[int, str | None]:
+    """Bytes of the saved model; written as an artifact when asked, else only counted (no file).
+
+    ``within``: the share of the run already done (saving follows fine-tuning when there is any)."""
     meta = {"sparsity": job.points[run_index], "method": job.request.method, "exclude": list(job.request.exclude)}
     if job.request.save_models and job.artifacts_dir is not None:
-        job.reporter.progress(_progress(job, "saving", run_index, len(job.points)))
+        runs = len(job.points)
+        job.reporter.progress(_progress(job, "saving", run_index, runs, percent=100.0 * (run_index + within) / runs))
         relative = f"runs/{run_index}/model"
         path = job.artifacts_dir / f"run-{run_index}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -294,7 +335,7 @@ def _speed(out: EvalOutput) -> SpeedMs:
     )
 
 
-def _evaluate(job: _Job, model: nn.Module, run_index: int) -> EvalOutput:
+def _evaluate(job: _Job, model: nn.Module, run_index: int, span: tuple[float, float] = (0.0, EVAL_SHARE)) -> EvalOutput:
     config = EvalConfig(
         batch_size=job.request.batch_size,
         conf_thres=job.request.conf_thres,
@@ -304,22 +345,116 @@ def _evaluate(job: _Job, model: nn.Module, run_index: int) -> EvalOutput:
         stride=grid_stride(max(job.loaded.stride)),
     )
     base = _progress(job, "evaluating", run_index, len(job.points))
-    return evaluate(model, job.decoded, config, job.device, job.reporter, base)
+    return evaluate(model, job.decoded, config, job.device, job.reporter, base, span=span)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fine-tuning
+
+
+@dataclass
+class _Finetuned:
+    before: Metrics
+    outcome: TrainOutcome
+    seconds: float
+
+
+def _finetunes(job: _Job, sparsity: float) -> bool:
+    settings = job.request.finetune
+    return settings is not None and job.train_data is not None and (sparsity > 0.0 or settings.dense)
+
+
+def _training_progress(job: _Job, run_index: int) -> Callable[[dict[str, Any]], None]:
+    runs_total = len(job.points)
+    start, end = FT_TRAIN_SPAN
+
+    def report(p: dict[str, Any]) -> None:
+        fraction = (p["epoch"] - 1 + p["iteration"] / p["iterations"]) / p["epochs"]
+        loss = {"box": float(p["box"]), "obj": float(p["obj"]), "cls": float(p["cls"])}
+        job.reporter.progress(
+            _progress(
+                job,
+                "finetuning",
+                run_index,
+                runs_total,
+                percent=100.0 * (run_index + start + (end - start) * fraction) / runs_total,
+                epoch=p["epoch"],
+                epochs=p["epochs"],
+                iteration=p["iteration"],
+                iterations=p["iterations"],
+                loss=loss,
+                message=f"epoch {p['epoch']}/{p['epochs']} batch {p['iteration']}/{p['iterations']} "
+                + " ".join(f"{k} {v:.4f}" for k, v in loss.items()),
+            )
+        )
+
+    return report
+
+
+def _finetune(
+    job: _Job, run_index: int, model: nn.Module, pruned: list[str], achieved: float
+) -> tuple[nn.Module, float, _Finetuned]:
+    """Evaluate the pruned model, fine-tune it; returns the fine-tuned (fused) model and its sparsity."""
+    started = time.perf_counter()
+    settings = job.request.finetune
+    assert settings is not None and job.train_data is not None
+    before_model = copy.deepcopy(model)
+    if not getattr(before_model, "is_fused", True):
+        before_model = before_model.fuse()  # evaluated exactly as a point without fine-tuning would be
+    out = _evaluate(job, _to_device(before_model, job), run_index, FT_BEFORE_SPAN)
+    del before_model
+    before = score(out.detections, job.decoded.images, job.scorer, job.class_map)
+    _check_stop(job.reporter)
+    unstructured = job.request.method != "channel"  # every other method prunes by masking weights
+    checkpoint = job.artifacts_dir / "finetune" / f"run-{run_index}.ckpt" if job.artifacts_dir else None
+    outcome = finetune.run_finetune(
+        model,
+        job.unfused,
+        pruned,
+        unstructured,
+        job.train_data,
+        settings,
+        job.device,
+        checkpoint=checkpoint,
+        reporter=job.reporter,
+        on_progress=_training_progress(job, run_index),
+    )
+    if unstructured and pruned:
+        achieved = measure.conv_sparsity(outcome.model, pruned)
+    return outcome.model, achieved, _Finetuned(before, outcome, time.perf_counter() - started)
+
+
+def _recovery(done: _Finetuned, after: Metrics) -> RecoveryReport:
+    return RecoveryReport(
+        applied=["finetune"],
+        map_before=done.before.map,
+        map50_before=done.before.map50,
+        map_after=after.map,
+        map50_after=after.map50,
+        epochs=len(done.outcome.history),
+        train_loss=finetune.loss_curve(done.outcome),
+        seconds=done.seconds,
+        resumed_from_epoch=done.outcome.resumed_from,
+    )
 
 
 def _run_point(job: _Job, run_index: int) -> RunResult:
     started = time.perf_counter()
     sparsity = job.points[run_index]
     job.reporter.progress(_progress(job, "pruning", run_index, len(job.points)))
-    model, pruned, achieved = _prune(job, sparsity)
+    tunes = _finetunes(job, sparsity)
+    model, pruned, achieved = _prune(job, sparsity, fuse=not tunes)
+    tuned: _Finetuned | None = None
+    if tunes:
+        model, achieved, tuned = _finetune(job, run_index, model, pruned, achieved)
     measured = _measure(job, model, pruned, achieved)
-    size_bytes, artifact = _model_size(job, model, run_index)
+    size_bytes, artifact = _model_size(job, model, run_index, FT_TRAIN_SPAN[1] if tuned else 0.0)
     _check_stop(job.reporter)
 
     with tempfile.TemporaryDirectory(prefix="prunebench-onnx-") as scratch:
         onnx_report, onnx_path = _export(job, model, run_index, Path(scratch))
         model = _to_device(model, job)
-        out = _evaluate(job, model, run_index)
+        out = _evaluate(job, model, run_index, FT_AFTER_SPAN if tuned else (0.0, EVAL_SHARE))
 
         job.reporter.progress(_progress(job, "scoring", run_index, len(job.points)))
         metrics: Metrics = score(out.detections, job.decoded.images, job.scorer, job.class_map)
@@ -348,6 +483,7 @@ def _run_point(job: _Job, run_index: int) -> RunResult:
         model_artifact=artifact,
         onnx=onnx_report,
         latency=latency,
+        recovery=_recovery(tuned, metrics) if tuned else None,
     )
 
 
@@ -381,10 +517,12 @@ def _settings(request: JobRequest, device: torch.device, half: bool) -> dict[str
         sparsities=list(request.sweep()),
         include_dense=request.include_dense,
     )
-    if job.request.export is not None:
-        settings["export"] = job.request.export.model_dump()
-    if job.request.latency is not None:
-        settings["latency"] = job.request.latency.model_dump()
+    if request.export is not None:
+        settings["export"] = request.export.model_dump()
+    if request.latency is not None:
+        settings["latency"] = request.latency.model_dump()
+    if request.finetune is not None:
+        settings["finetune"] = request.finetune.model_dump()
     return settings
 
 
@@ -399,13 +537,15 @@ def open_job(
     reporter: Reporter,
     artifacts_dir: Path | None = None,
     decode_cache: DecodeCache | None = None,
+    train_dataset: DatasetSpec | None = None,
 ) -> _Job:
-    """Everything a job's points share: the fused dense model on the device, the decoded split, the scorer.
+    """Everything a job's points share: the fused dense model on the device, the decoded split, the scorer
+    (and, with ``finetune``, the decoded training split ``train_dataset``).
 
     Then :func:`run_point` per sweep index, in any order and in any process (fan-out runs points on
     several workers, each opening the job once), and :func:`assemble_result` over all the runs.
     """
-    return _setup(request, Path(checkpoint_path), dataset, reporter, artifacts_dir, decode_cache)
+    return _setup(request, Path(checkpoint_path), dataset, reporter, artifacts_dir, decode_cache, train_dataset)
 
 
 def run_point(job: _Job, run_index: int) -> RunResult:
@@ -423,7 +563,11 @@ def assemble_result(
     *,
     worker: str | None = None,
 ) -> JobResult:
-    """The job's result from its runs (sweep order): deltas against the job's own dense point."""
+    """The job's result from its runs (sweep order): deltas against the job's own dense point.
+
+    Fine-tuning checkpoints (``artifacts_dir/finetune``) let a re-run point resume; once every point
+    has its result they are no longer needed: the caller removes them with :func:`drop_training_state`.
+    """
     # The baseline is the job's own dense point (present whenever include_dense or 0.0 was asked).
     dense = next((r for r in runs if r.sparsity_target == 0.0), None)
     if dense is not None:
@@ -441,6 +585,12 @@ def assemble_result(
     )
 
 
+def drop_training_state(artifacts_dir: Path | None) -> None:
+    """Delete a finished job's fine-tuning checkpoints (kept until then so a retried point resumes)."""
+    if artifacts_dir is not None:
+        shutil.rmtree(Path(artifacts_dir) / "finetune", ignore_errors=True)
+
+
 def run_pipeline(
     request: JobRequest,
     job_id: str,
@@ -452,15 +602,18 @@ def run_pipeline(
     *,
     worker: str | None = None,
     decode_cache: DecodeCache | None = None,
+    train_dataset: DatasetSpec | None = None,
 ) -> JobResult:
     """Run every sparsity point of ``request`` in this process; raises JobCanceled when the reporter says stop.
 
     Saved models (``request.save_models``) go to ``artifacts_dir/run-{k}.pt``; ``worker`` names this
     worker in the result's environment (default host:pid); ``decode_cache`` is the host's shared
-    decoded-image cache (None: a job-private decode file).
+    decoded-image cache (None: a job-private decode file); ``train_dataset`` is the catalog dataset
+    ``request.finetune.dataset`` names (needed when fine-tuning).
     """
-    job = open_job(request, Path(checkpoint_path), dataset, reporter, artifacts_dir, decode_cache)
+    job = open_job(request, Path(checkpoint_path), dataset, reporter, artifacts_dir, decode_cache, train_dataset)
     runs = [run_point(job, k) for k in range(len(job.points))]
+    drop_training_state(artifacts_dir)
     reporter.progress(_progress(job, "done", len(job.points), len(job.points), percent=100.0))
     return assemble_result(request, job_id, checkpoint_info, dataset, runs, worker=worker)
 
@@ -489,6 +642,7 @@ def run_local(
     reporter: Reporter | None = None,
     artifacts_dir: Path | None = None,
     decode_cache: DecodeCache | None = None,
+    train_dataset: DatasetSpec | None = None,
 ) -> JobResult:
     """Run a job in this process, without the service (CLI, benchmarks, tests)."""
     info = local_checkpoint_info(checkpoint_path)
@@ -502,4 +656,5 @@ def run_local(
         reporter or NullReporter(),
         artifacts_dir,
         decode_cache=decode_cache,
+        train_dataset=train_dataset,
     )
