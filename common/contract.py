@@ -473,7 +473,7 @@ class RecoveryReport(BaseModel):
     """What was done to recover accuracy after pruning, and what it bought."""
 
     applied: list[str] = Field(..., description="Recovery steps in the order applied, e.g. ['finetune'].")
-    map_before: float = Field(..., description="mAP@.5:.95 of the pruned model before recovery (pycocotools).")
+    map_before: float = Field(..., description="mAP@.5:.95 of the pruned model before recovery (the job's COCOeval).")
     map50_before: float
     map_after: float = Field(..., description="mAP@.5:.95 after recovery (= this run's metrics.map).")
     map50_after: float

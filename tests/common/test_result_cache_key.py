@@ -19,9 +19,13 @@ def test_finetune_settings_and_training_data_are_part_of_the_key() -> None:
     plain = cache_key(JobRequest(**BASE), "ckpt", val)
     tuned = JobRequest(**BASE, finetune={"dataset": "shapes-train-mini", "epochs": 5})
     longer = JobRequest(**BASE, finetune={"dataset": "shapes-train-mini", "epochs": 6})
-    keys = {plain, cache_key(tuned, "ckpt", val, train), cache_key(longer, "ckpt", val, train)}
+    keys = {
+        plain,
+        cache_key(tuned, "ckpt", val, train_dataset=train),
+        cache_key(longer, "ckpt", val, train_dataset=train),
+    }
     assert len(keys) == 3
-    assert cache_key(tuned, "ckpt", val, train) == cache_key(tuned, "ckpt", val, train)
+    assert cache_key(tuned, "ckpt", val, train_dataset=train) == cache_key(tuned, "ckpt", val, train_dataset=train)
 
 
 def test_editing_a_yolo_label_file_changes_the_key(tmp_path: Path) -> None:

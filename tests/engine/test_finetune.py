@@ -288,7 +288,7 @@ def test_a_finetune_job_reports_recovery_and_saves_the_finetuned_model(tmp_path:
     )
     reporter = Recorder()
     result = run_local(
-        request, DEMO_CHECKPOINT, catalog["shapes-val"], reporter, tmp_path, catalog["shapes-train-mini"]
+        request, DEMO_CHECKPOINT, catalog["shapes-val"], reporter, tmp_path, train_dataset=catalog["shapes-train-mini"]
     )
     dense, pruned = result.runs
     assert dense.recovery is None  # the baseline is the checkpoint as given (finetune.dense is off)
@@ -312,3 +312,29 @@ def test_a_finetune_job_reports_recovery_and_saves_the_finetuned_model(tmp_path:
     layers = [layer.name for layer in pruned.layers if layer.pruned]
     assert measure.conv_sparsity(saved, layers) == pytest.approx(pruned.sparsity, abs=1e-12)
     assert not (tmp_path / "finetune").exists()  # training checkpoints are gone once the job is done
+
+
+def test_a_channel_pruned_point_finetunes_with_batchnorm_in_its_smaller_shape() -> None:
+    from prunebench.contract import JobRequest
+    from prunebench.worker.engine.pipeline import run_local
+
+    catalog = load_catalog(None)
+    request = JobRequest(
+        checkpoint=DEMO_CHECKPOINT.name,
+        dataset="shapes-val",
+        sparsity=0.3,
+        method="channel",
+        img_size=64,
+        batch_size=4,
+        max_images=4,
+        device="cpu",
+        finetune=_settings(epochs=1, img_size=64, max_images=4).model_dump(),
+    )
+    reporter = Recorder()
+    result = run_local(
+        request, DEMO_CHECKPOINT, catalog["shapes-val"], reporter, train_dataset=catalog["shapes-train-mini"]
+    )
+    dense, pruned = result.runs
+    assert pruned.recovery is not None and pruned.recovery.epochs == 1
+    assert pruned.params < 0.8 * dense.params and pruned.gflops < dense.gflops
+    assert pruned.sparsity == pytest.approx(0.3, abs=0.1)
