@@ -107,3 +107,59 @@ def runtime_fields(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "latency", False) or latency:
         fields["latency"] = latency
     return fields
+
+
+def add_finetune_options(parser: argparse.ArgumentParser) -> None:
+    """Fine-tuning options, the same on `submit` and `eval`: `--finetune DATASET` turns it on."""
+    group = parser.add_argument_group("fine-tuning (with --finetune)")
+    group.add_argument(
+        "--finetune", metavar="DATASET", default=None, help="fine-tune each pruned model on this training dataset"
+    )
+    group.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 10)")
+    group.add_argument("--train-img-size", dest="train_img_size", type=int, default=None, help="default 640")
+    group.add_argument("--train-batch-size", dest="train_batch_size", type=int, default=None, help="default 16")
+    group.add_argument("--train-max-images", dest="train_max_images", type=int, default=None)
+    group.add_argument("--lr0", type=float, default=None, help="initial learning rate (default 0.01)")
+    group.add_argument("--lrf", type=float, default=None, help="final lr as a fraction of lr0 (default 0.01)")
+    group.add_argument("--cos-lr", dest="cos_lr", action="store_true", default=None, help="cosine lr decay")
+    group.add_argument("--warmup-epochs", dest="warmup_epochs", type=float, default=None, help="default 3")
+    group.add_argument("--no-ema", dest="ema", action="store_false", default=None, help="no EMA of the weights")
+    group.add_argument("--no-mosaic", dest="mosaic", action="store_false", default=None, help="no mosaic")
+    group.add_argument("--seed", type=int, default=None, help="shuffling and augmentation seed (default 0)")
+    group.add_argument(
+        "--finetune-dense",
+        dest="finetune_dense",
+        action="store_true",
+        default=None,
+        help="fine-tune the dense point too",
+    )
+
+
+# command-line option -> FinetuneSettings field
+_FINETUNE_OPTIONS = {
+    "epochs": "epochs",
+    "train_img_size": "img_size",
+    "train_batch_size": "batch_size",
+    "train_max_images": "max_images",
+    "lr0": "lr0",
+    "lrf": "lrf",
+    "cos_lr": "cos_lr",
+    "warmup_epochs": "warmup_epochs",
+    "ema": "ema",
+    "mosaic": "mosaic",
+    "seed": "seed",
+    "finetune_dense": "dense",
+}
+
+
+def finetune_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """`{"finetune": {...}}` from the command line, or `{}` without `--finetune` (other options then
+    raise ValueError: they would silently do nothing)."""
+    given = {field: getattr(args, option) for option, field in _FINETUNE_OPTIONS.items()}
+    given = {k: v for k, v in given.items() if v is not None}
+    dataset = getattr(args, "finetune", None)
+    if dataset is None:
+        if given:
+            raise ValueError(f"fine-tuning options need --finetune DATASET (given: {', '.join(sorted(given))})")
+        return {}
+    return {"finetune": {"dataset": dataset, **given}}

@@ -19,10 +19,13 @@ from typing import Any
 
 from prunebench.cli.arguments import (
     add_channel_options,
+    add_finetune_options,
     add_runtime_options,
     channel_fields,
+    finetune_fields,
     parse_sparsities,
     runtime_fields,
+    say,
 )
 from prunebench.cli.render import ProgressBar, format_job, format_jobs_table, format_result_table, human_bytes
 from prunebench.client.http import ClientError, JobFailed, PrunebenchClient
@@ -97,6 +100,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
             body[field] = value
     body.update(channel_fields(args))
     body.update(runtime_fields(args))
+    try:
+        body.update(finetune_fields(args))
+    except ValueError as exc:
+        say(f"prunebench: error: {exc}")
+        return EXIT_USAGE
     if args.save_models:
         body["save_models"] = True
     if args.no_cache:
@@ -208,6 +216,7 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("--method", choices=PRUNE_METHODS, default="l1_unstructured")
     add_channel_options(p)
     add_runtime_options(p)
+    add_finetune_options(p)
     p.add_argument("--img-size", dest="img_size", type=int, default=None)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     p.add_argument("--max-images", dest="max_images", type=int, default=None)

@@ -15,8 +15,10 @@ from typing import Any
 
 from prunebench.cli.arguments import (
     add_channel_options,
+    add_finetune_options,
     add_runtime_options,
     channel_fields,
+    finetune_fields,
     parse_sparsities,
     runtime_fields,
     say,
@@ -53,8 +55,10 @@ class StderrReporter:
 def cmd_eval(args: argparse.Namespace) -> int:
     try:
         checkpoint = _checkpoint_file(args)
-        dataset = _dataset(args)
+        catalog = _catalog(args)
+        dataset = _dataset(args, catalog)
         request = _request(args, checkpoint, dataset)
+        train_dataset = _train_dataset(args, catalog)
     except UsageError as exc:
         say(str(exc))
         return EXIT_USAGE
@@ -70,7 +74,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = get_settings()
     cache = DecodeCache(settings.decode_cache_dir, settings.decode_cache_bytes, DigestMemo(settings.digest_memo))
     try:
-        result = run_local(request, checkpoint, dataset, StderrReporter(), args.save_dir, decode_cache=cache)
+        result = run_local(
+            request,
+            checkpoint,
+            dataset,
+            StderrReporter(),
+            args.save_dir,
+            decode_cache=cache,
+            train_dataset=train_dataset,
+        )
     except Exception as exc:
         say(f"evaluation failed: {one_line(exc)}")
         return EXIT_FAILED
@@ -86,11 +98,38 @@ def _checkpoint_file(args: argparse.Namespace) -> Path:
     return checkpoint
 
 
-def _dataset(args: argparse.Namespace) -> DatasetSpec:
-    """A folder of images with a COCO instances JSON (--images/--annotations), or a catalog name."""
+def _catalog(args: argparse.Namespace) -> dict[str, DatasetSpec]:
+    """The deployment's catalog, plus the splits of `--data` (a YOLOv5 data.yaml) under their split names."""
     from prunebench.config import get_settings
-    from prunebench.datasets.catalog import CatalogError, UnknownDataset, load_catalog, resolve_dataset
+    from prunebench.datasets.catalog import CatalogError, load_catalog, yolo_datasets
 
+    settings = get_settings()
+    try:
+        catalog = load_catalog(settings.datasets, settings.builtin_assets)
+        if args.data:
+            splits = yolo_datasets(Path(args.data).resolve(), prefix="data")
+            catalog.update({name.removeprefix("data-"): spec for name, spec in splits.items()})
+    except CatalogError as exc:
+        raise UsageError(str(exc)) from exc
+    return catalog
+
+
+def _train_dataset(args: argparse.Namespace, catalog: dict[str, DatasetSpec]) -> DatasetSpec | None:
+    name = getattr(args, "finetune", None)
+    if name is None:
+        return None
+    if name not in catalog:
+        raise UsageError(f"unknown training dataset {name!r}")
+    return catalog[name]
+
+
+def _dataset(args: argparse.Namespace, catalog: dict[str, DatasetSpec]) -> DatasetSpec:
+    """A folder of images with a COCO instances JSON (--images/--annotations), a split of --data, or a
+    catalog name."""
+    if args.data:
+        if args.split not in catalog:
+            raise UsageError(f"{args.data} has no split {args.split!r}")
+        return catalog[args.split]
     if args.images or args.annotations:
         if not (args.images and args.annotations):
             raise UsageError("--images and --annotations go together")
@@ -100,13 +139,9 @@ def _dataset(args: argparse.Namespace) -> DatasetSpec:
             annotations=Path(args.annotations).resolve(),
             category_map=args.category_map,
         )
-    settings = get_settings()
-    try:
-        return resolve_dataset(load_catalog(settings.datasets, settings.builtin_assets), args.dataset)
-    except UnknownDataset as exc:
-        raise UsageError(f"unknown dataset {exc.name!r}") from exc
-    except CatalogError as exc:
-        raise UsageError(str(exc)) from exc
+    if args.dataset not in catalog:
+        raise UsageError(f"unknown dataset {args.dataset!r}")
+    return catalog[args.dataset]
 
 
 def _request(args: argparse.Namespace, checkpoint: Path, dataset: DatasetSpec) -> JobRequest:
@@ -127,6 +162,10 @@ def _request(args: argparse.Namespace, checkpoint: Path, dataset: DatasetSpec) -
         **channel_fields(args),
         **runtime_fields(args),
     }
+    try:
+        fields.update(finetune_fields(args))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     if args.sparsity is not None:
         fields["sparsity"] = args.sparsity
     else:
@@ -143,6 +182,8 @@ def add_eval_command(sub: Any) -> None:
     where = ev.add_mutually_exclusive_group()
     where.add_argument("--dataset", default="shapes-val", help="dataset name from the catalog")
     where.add_argument("--images", help="folder of images (with --annotations)")
+    where.add_argument("--data", help="a YOLOv5 data.yaml: evaluate its --split; its splits are dataset names too")
+    ev.add_argument("--split", default="val", help="the --data split to evaluate (default val)")
     ev.add_argument("--annotations", help="COCO instances JSON (with --images)")
     ev.add_argument("--category-map", choices=["auto", "coco80", "ordered"], default="auto")
     points = ev.add_mutually_exclusive_group()
@@ -152,6 +193,7 @@ def add_eval_command(sub: Any) -> None:
     ev.add_argument("--method", default="l1_unstructured", choices=PRUNE_METHODS)
     add_channel_options(ev)
     add_runtime_options(ev)
+    add_finetune_options(ev)
     ev.add_argument("--img-size", type=int, default=640)
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-images", type=int, default=None)

@@ -242,6 +242,11 @@ def progress_text(progress: Mapping[str, Any]) -> str:
         parts.append(f"sparsity {float(progress['sparsity']):g}")
     if progress.get("images_total"):
         parts.append(f"{progress.get('images_done', 0)}/{progress['images_total']} images")
+    if progress.get("epoch"):
+        parts.append(f"epoch {progress['epoch']}/{progress.get('epochs')}")
+        parts.append(f"batch {progress.get('iteration')}/{progress.get('iterations')}")
+        loss = progress.get("loss") or {}
+        parts.extend(f"{k} {float(v):.4f}" for k, v in loss.items())
     return " ".join(p for p in parts if p)
 
 

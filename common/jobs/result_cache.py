@@ -57,7 +57,7 @@ def cache_key(
     memo: DigestMemo | None = None,
     train_dataset: DatasetSpec | None = None,
 ) -> str:
-    identity = {
+    identity: dict[str, object] = {
         "prunebench": prunebench.__version__,
         "checkpoint": checkpoint_id,
         "dataset": dataset_fingerprint(dataset, memo),

@@ -220,3 +220,50 @@ def test_latency_block_lists_measured_rows_and_says_why_others_are_missing() -> 
     assert "latency (network forward only)" in text and "onnxruntime_cpu" in text and "1.00x" in text
     assert "tensorrt: skipped: no CUDA device on this worker" in text
     assert "latency" not in format_result_table({"runs": [_run(0.0, 0.5, 0.7, 10.0, 1000)]})
+
+
+FINETUNE_FLAGS = ["--finetune", "shapes-train-mini", "--epochs", "3", "--train-img-size", "320", "--cos-lr"]
+FINETUNE_FLAGS += ["--no-mosaic", "--finetune-dense", "--lr0", "0.005"]
+
+
+def test_submit_and_eval_take_the_same_finetune_options() -> None:
+    from prunebench.cli.arguments import finetune_fields
+    from prunebench.contract import JobRequest
+
+    parser = argparse.ArgumentParser(prog="prunebench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_client_commands(sub)
+    add_eval_command(sub)
+    submit = parser.parse_args(
+        ["submit", "--checkpoint", "c", "--dataset", "d", "--sparsities", "0.3", *FINETUNE_FLAGS]
+    )
+    evaluate = parser.parse_args(["eval", "--checkpoint", "c.pt", *FINETUNE_FLAGS])
+    expected = {
+        "finetune": {
+            "dataset": "shapes-train-mini",
+            "epochs": 3,
+            "img_size": 320,
+            "cos_lr": True,
+            "mosaic": False,
+            "dense": True,
+            "lr0": 0.005,
+        }
+    }
+    assert finetune_fields(submit) == finetune_fields(evaluate) == expected
+    request = JobRequest(checkpoint="c", dataset="d", sparsity=0.3, **expected)
+    assert request.finetune is not None and request.finetune.ema and request.finetune.batch_size == 16
+    plain = parser.parse_args(["submit", "--checkpoint", "c", "--dataset", "d", "--sparsities", "0.3"])
+    assert finetune_fields(plain) == {}
+    orphan = parser.parse_args(["eval", "--checkpoint", "c.pt", "--epochs", "3"])
+    with pytest.raises(ValueError, match="--finetune"):
+        finetune_fields(orphan)
+
+
+def test_progress_text_shows_finetuning_epochs_and_losses() -> None:
+    from prunebench.cli.render import progress_text
+
+    line = progress_text(
+        {"percent": 40, "stage": "finetuning", "runs_total": 2, "run_index": 1, "epoch": 2, "epochs": 5,
+         "iteration": 7, "iterations": 15, "loss": {"box": 0.05, "obj": 0.02, "cls": 0.01}}
+    )  # fmt: skip
+    assert "finetuning run 2/2" in line and "epoch 2/5 batch 7/15 box 0.0500 obj 0.0200 cls 0.0100" in line

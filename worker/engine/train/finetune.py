@@ -86,8 +86,8 @@ def trainable_model(
         ours = dict(model.named_modules())
         with torch.no_grad():
             for name in pruned_layers if unstructured else []:
-                target = ours[name].weight  # type: ignore[union-attr]
-                target.mul_((fused[name].weight != 0).to(target.device))  # type: ignore[union-attr, operator]
+                target = ours[name].weight
+                target.mul_((fused[name].weight != 0).to(target.device))
     masks = weight_masks(model, pruned_layers) if unstructured else {}
     return model, masks
 

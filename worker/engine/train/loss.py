@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -129,7 +130,7 @@ class YoloLoss:
     @classmethod
     def for_model(cls, model: nn.Module, img_size: int, gains: LossGains | None = None) -> YoloLoss:
         """The loss for a DetectionModel (its last module is the Detect head), gains scaled as upstream."""
-        head = model.model[-1]  # type: ignore[index]
+        head = cast(Any, model).model[-1]  # a Detect head
         base = gains or LossGains()
         return cls(head.anchors, int(head.nc), base.scaled(int(head.nl), int(head.nc), img_size))
 

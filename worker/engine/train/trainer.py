@@ -162,14 +162,14 @@ class ModelEMA:
 def weight_masks(model: nn.Module, layer_names: list[str]) -> dict[str, torch.Tensor]:
     """For each named Conv2d, where its weight is non-zero now (what must stay zero while training)."""
     modules = dict(model.named_modules())
-    return {name: modules[name].weight.detach() != 0 for name in layer_names}  # type: ignore[union-attr]
+    return {name: modules[name].weight.detach() != 0 for name in layer_names}
 
 
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     modules = dict(model.named_modules())
     for name, mask in masks.items():
-        weight = modules[name].weight  # type: ignore[union-attr]
+        weight = modules[name].weight
         weight.mul_(mask.to(weight.device, weight.dtype))
 
 
