@@ -12,7 +12,7 @@ import pytest
 
 from prunebench.datasets.catalog import builtin_datasets
 from prunebench.datasets.digests import DigestMemo
-from prunebench.worker.engine.data import _read_image, decode_dataset, resize_long_side
+from prunebench.worker.engine.data import read_image, decode_dataset, resize_long_side
 from prunebench.worker.engine.decode_cache import DecodeCache, stored_size
 
 IMG = 64
@@ -23,7 +23,7 @@ def _decoder(log: Path | None = None):
         if log is not None:
             with log.open("a") as fh:
                 fh.write(f"{os.getpid()} {path.name}\n")
-        image = _read_image(path)
+        image = read_image(path)
         return resize_long_side(image, IMG), (int(image.shape[0]), int(image.shape[1]))
 
     return decode
@@ -53,7 +53,7 @@ def test_second_open_is_a_hit_with_the_same_pixels(tmp_path: Path, images: list[
     assert not first.hit and second.hit
     assert len(log.read_text().splitlines()) == len(images)  # decoded once
     for k, path in enumerate(images):
-        expected = resize_long_side(_read_image(path), IMG)
+        expected = resize_long_side(read_image(path), IMG)
         assert np.array_equal(second.pixels_of(k), expected)
         assert isinstance(second.pixels, np.memmap)  # served from the file, not held in memory
 
@@ -87,7 +87,7 @@ def test_a_rewritten_image_is_a_new_entry(tmp_path: Path, images: list[Path]) ->
     shutil.copy(images[1], images[0])  # same name, other content
     again = cache.open(images, IMG, _decoder())
     assert not again.hit
-    assert np.array_equal(again.pixels_of(0), resize_long_side(_read_image(images[1]), IMG))
+    assert np.array_equal(again.pixels_of(0), resize_long_side(read_image(images[1]), IMG))
     assert len(cache.entries()) == 2
     assert cache.open(images, IMG * 2, _decoder()).hit is False  # another size, another entry
 
@@ -105,14 +105,14 @@ def test_least_recently_used_entries_go_first_and_the_bound_holds(tmp_path: Path
     assert sum(sizes) <= cache.max_bytes and len(sizes) == 2
     assert cache.open(a, IMG, _decoder()).hit and not cache.open(b, IMG, _decoder()).hit
     # A job that had b mapped when it was evicted still reads its pixels.
-    assert np.array_equal(kept_mapping.pixels_of(0), resize_long_side(_read_image(b[0]), IMG))
+    assert np.array_equal(kept_mapping.pixels_of(0), resize_long_side(read_image(b[0]), IMG))
 
 
 def test_a_split_bigger_than_the_bound_is_decoded_privately(tmp_path: Path, images: list[Path]) -> None:
     cache = _cache(tmp_path, max_bytes=10)
     split = cache.open(images, IMG, _decoder())
     assert not split.hit and cache.entries() == []
-    assert np.array_equal(split.pixels_of(2), resize_long_side(_read_image(images[2]), IMG))
+    assert np.array_equal(split.pixels_of(2), resize_long_side(read_image(images[2]), IMG))
     assert not [p for p in cache.root.iterdir() if not p.name.startswith(".") or p.is_dir()]
 
 
