@@ -12,7 +12,7 @@ import pytest
 
 from prunebench.datasets.catalog import builtin_datasets
 from prunebench.datasets.digests import DigestMemo
-from prunebench.worker.engine.data import read_image, decode_dataset, resize_long_side
+from prunebench.worker.engine.data import decode_dataset, read_image, resize_long_side
 from prunebench.worker.engine.decode_cache import DecodeCache, stored_size
 
 IMG = 64
