@@ -31,6 +31,7 @@ Stage = Literal[
     "loading",
     "decoding",
     "pruning",
+    "recovering",
     "finetuning",
     "saving",
     "exporting",
@@ -65,12 +66,22 @@ ONNX_TOLERANCE = 1e-4
 ScorerName = Literal["faster_coco_eval", "pycocotools"]
 """COCO bbox scorers: faster-coco-eval (default; equal stats, faster) or pycocotools (what upstream calls)."""
 SCORER_NAMES: tuple[str, ...] = get_args(ScorerName)
-Importance = Literal["l1", "l2", "bn_scale", "lamp"]
+Importance = Literal["l1", "l2", "bn_scale", "lamp", "taylor"]
 """Channel importance criteria (torch-pruning's importance classes); see README "Channel pruning"."""
 IMPORTANCES: tuple[str, ...] = get_args(Importance)
 Allocation = Literal["uniform", "global"]
 ALLOCATIONS: tuple[str, ...] = get_args(Allocation)
-CHANNEL_FIELDS: tuple[str, ...] = ("importance", "allocation", "max_layer_sparsity", "round_to")
+RecoveryStep = Literal["bias_compensation", "bn_recalibration"]
+"""Training-free recovery after channel pruning; they run in this order whatever order they are given."""
+RECOVERY_STEPS: tuple[str, ...] = get_args(RecoveryStep)
+CHANNEL_FIELDS: tuple[str, ...] = (
+    "importance",
+    "allocation",
+    "max_layer_sparsity",
+    "round_to",
+    "recovery",
+    "calibration",
+)
 """Request fields that only the ``channel`` method reads."""
 
 Sparsity = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
@@ -205,6 +216,25 @@ class FinetuneSettings(BaseModel):
         return value
 
 
+class CalibrationSettings(BaseModel):
+    """The images BatchNorm recalibration re-estimates statistics on (and ``taylor`` takes gradients on)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Catalog dataset (null: the evaluated dataset itself; a train split keeps them apart).",
+    )
+    images: int = Field(256, ge=1, le=10000, description="The first N images of it by file name.")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, value: str | None) -> str | None:
+        return None if value is None else _plain_name(value)
+
+
 class JobRequest(EvalSettings):
     """Body of POST /v1/jobs. Exactly one of `sparsity` and `sparsities` is given."""
 
@@ -218,7 +248,9 @@ class JobRequest(EvalSettings):
         max_length=256,
         description="Module-name patterns (fnmatch) of Conv2d layers to leave unpruned, e.g. 'model.24.*'.",
     )
-    importance: Importance = Field("l1", description="channel: how channels are ranked (l1, l2, bn_scale, lamp).")
+    importance: Importance = Field(
+        "l1", description="channel: how channels are ranked (l1, l2, bn_scale, lamp, taylor)."
+    )
     allocation: Allocation = Field(
         "uniform", description="channel: same ratio in every layer (uniform) or one ranking across layers (global)."
     )
@@ -226,6 +258,15 @@ class JobRequest(EvalSettings):
         0.9, gt=0.0, lt=1.0, allow_inf_nan=False, description="channel, global: most of one layer's channels removed."
     )
     round_to: int = Field(8, ge=1, le=256, description="channel: kept channel counts are multiples of this.")
+    recovery: list[RecoveryStep] = Field(
+        default_factory=list,
+        max_length=len(RECOVERY_STEPS),
+        description="channel: training-free recovery after pruning (bias_compensation, bn_recalibration).",
+    )
+    calibration: CalibrationSettings = Field(
+        default_factory=lambda: CalibrationSettings(),
+        description="channel: images for bn_recalibration (unlabelled) and taylor importance (labelled).",
+    )
     include_dense: bool = Field(True, description="Evaluate the dense baseline (sparsity 0) once per job.")
     save_models: bool = Field(False, description="Keep each pruned model as a downloadable artifact.")
     use_cache: bool = Field(True, description="Return a stored result for an identical earlier request.")
@@ -253,6 +294,13 @@ class JobRequest(EvalSettings):
         if (self.sparsity is None) == (self.sparsities is None):
             raise ValueError("give exactly one of 'sparsity' or 'sparsities'")
         return self
+
+    @field_validator("recovery")
+    @classmethod
+    def _recovery_order(cls, steps: list[str]) -> list[str]:
+        if len(set(steps)) != len(steps):
+            raise ValueError("each recovery step at most once")
+        return [step for step in RECOVERY_STEPS if step in steps]  # the order they run in
 
     @model_validator(mode="after")
     def _channel_options_need_channel(self) -> Self:
@@ -286,6 +334,15 @@ class JobRequest(EvalSettings):
         if self.include_dense and 0.0 not in points:
             points.insert(0, 0.0)
         return points
+
+    def dataset_names(self) -> list[str]:
+        """Every catalog dataset this job reads: the evaluated one, the training and calibration splits."""
+        names = [self.dataset]
+        if self.finetune is not None:
+            names.append(self.finetune.dataset)
+        if self.calibration.dataset is not None:
+            names.append(self.calibration.dataset)
+        return list(dict.fromkeys(names))
 
     def eval_settings(self) -> EvalSettings:
         return EvalSettings.model_validate(self.model_dump(include=set(EvalSettings.model_fields)))
@@ -483,6 +540,8 @@ class RecoveryReport(BaseModel):
     resumed_from_epoch: int | None = Field(
         None, description="Epochs an earlier attempt had finished when this one resumed fine-tuning from them."
     )
+    calibration_dataset: str | None = Field(None, description="bn_recalibration: the dataset calibrated on.")
+    calibration_images: int | None = Field(None, description="bn_recalibration: how many of its images.")
 
 
 class RunResult(BaseModel):
@@ -558,3 +617,4 @@ class Meta(BaseModel):
     max_sparsities: int = Field(..., description="Most sparsity points one job may ask for.")
     importances: list[Importance] = Field(default_factory=list, description="Channel importance criteria.")
     allocations: list[Allocation] = Field(default_factory=list, description="Channel allocation rules.")
+    recovery_steps: list[RecoveryStep] = Field(default_factory=list, description="Training-free recovery steps.")

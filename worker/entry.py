@@ -116,7 +116,9 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
         inputs = _resolve_inputs(store, settings, job)
         cache = ResultCache(store.redis, store.keys)
         memo = DigestMemo(settings.digest_memo)
-        key = cache_key(job.request, inputs.checkpoint.id, inputs.dataset, memo, inputs.train_dataset)
+        key = cache_key(
+            job.request, inputs.checkpoint.id, inputs.dataset, memo, inputs.train_dataset, inputs.calibration_dataset
+        )
         cached = _cached_result(store, cache, key, job_id) if cacheable(job.request) else None
         if cached is not None:
             store.finish_succeeded(job_id, cached)
@@ -169,6 +171,7 @@ class _Inputs:
     checkpoint_path: Path
     dataset: DatasetSpec
     train_dataset: DatasetSpec | None  # what `finetune.dataset` names, when the job fine-tunes
+    calibration_dataset: DatasetSpec | None  # what `calibration.dataset` names, if anything
 
 
 def _resolve_inputs(store: JobStore, settings: Settings, job: JobResource) -> _Inputs:
@@ -183,7 +186,9 @@ def _resolve_inputs(store: JobStore, settings: Settings, job: JobResource) -> _I
     catalog = load_catalog(settings.datasets, include_builtin=settings.builtin_assets)
     train = job.request.finetune
     train_dataset = resolve_dataset(catalog, train.dataset) if train is not None else None
-    return _Inputs(info, path, resolve_dataset(catalog, job.request.dataset), train_dataset)
+    calibration = job.request.calibration.dataset
+    calibration_dataset = resolve_dataset(catalog, calibration) if calibration is not None else None
+    return _Inputs(info, path, resolve_dataset(catalog, job.request.dataset), train_dataset, calibration_dataset)
 
 
 def _run_pipeline(
@@ -222,6 +227,7 @@ def _run_pipeline(
             artifacts,
             decode_cache=decode_cache,
             train_dataset=inputs.train_dataset,
+            calibration_dataset=inputs.calibration_dataset,
         )
     _publish_artifacts(job.id, result)
     return result

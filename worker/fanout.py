@@ -86,14 +86,16 @@ def _open(request: JobRequest, path: Path, dataset: DatasetSpec, reporter: Any, 
     from prunebench.worker.engine.pipeline import open_job
 
     cache = DecodeCache(settings.decode_cache_dir, settings.decode_cache_bytes, DigestMemo(settings.digest_memo))
-    train_dataset = None
-    if request.finetune is not None:  # every process that runs points trains them, so each opens the split
-        from prunebench.datasets.catalog import load_catalog, resolve_dataset
+    from prunebench.datasets.catalog import load_catalog, resolve_dataset
 
-        catalog = load_catalog(settings.datasets, include_builtin=settings.builtin_assets)
-        train_dataset = resolve_dataset(catalog, request.finetune.dataset)
+    # Every process that runs points trains and calibrates them, so each opens those splits itself.
+    catalog = load_catalog(settings.datasets, include_builtin=settings.builtin_assets)
+    train = request.finetune.dataset if request.finetune is not None else None
+    train_dataset = resolve_dataset(catalog, train) if train is not None else None
+    calibration = request.calibration.dataset
+    calibration_dataset = resolve_dataset(catalog, calibration) if calibration is not None else None
     artifacts = Path(settings.artifacts_dir) / job_id
-    return open_job(request, path, dataset, reporter, artifacts, cache, train_dataset)
+    return open_job(request, path, dataset, reporter, artifacts, cache, train_dataset, calibration_dataset)
 
 
 def run_claimed(

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from prunebench.contract import ALLOCATIONS, CHANNEL_FIELDS, IMPORTANCES, RUNTIMES
+from prunebench.contract import ALLOCATIONS, IMPORTANCES, RECOVERY_STEPS, RUNTIMES
 
 
 def parse_sparsities(text: str) -> list[float]:
@@ -51,11 +51,48 @@ def add_channel_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--round-to", dest="round_to", type=int, default=None, help="kept channels: multiples of this (default 8)"
     )
+    group.add_argument(
+        "--recovery",
+        type=_recovery_list,
+        default=None,
+        help=f"training-free recovery after pruning, comma list of {', '.join(RECOVERY_STEPS)}",
+    )
+    group.add_argument(
+        "--calibration-dataset",
+        dest="calibration_dataset",
+        default=None,
+        help="dataset for bn_recalibration and taylor (default: the evaluated one)",
+    )
+    group.add_argument(
+        "--calibration-images", dest="calibration_images", type=int, default=None, help="its first N images (256)"
+    )
+
+
+def _names_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    """`"a,b"` -> `["a", "b"]`, each one of ``allowed``; argparse.ArgumentTypeError otherwise."""
+    values = [part for part in text.replace(" ", "").split(",") if part]
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        raise argparse.ArgumentTypeError(f"{what} are a comma list of {', '.join(allowed)}; got {text!r}")
+    return values
+
+
+def _recovery_list(text: str) -> list[str]:
+    return _names_list(text, RECOVERY_STEPS, "recovery steps")
 
 
 def channel_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The channel options given on the command line, as JobRequest fields."""
-    return {name: getattr(args, name) for name in CHANNEL_FIELDS if getattr(args, name, None) is not None}
+    names = ("importance", "allocation", "max_layer_sparsity", "round_to", "recovery")
+    fields = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    calibration = {
+        key: getattr(args, attr)
+        for key, attr in (("dataset", "calibration_dataset"), ("images", "calibration_images"))
+        if getattr(args, attr, None) is not None
+    }
+    if calibration:
+        fields["calibration"] = calibration
+    return fields
 
 
 def _int_list(text: str) -> list[int]:
@@ -69,11 +106,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _runtime_list(text: str) -> list[str]:
-    values = [part for part in text.replace(" ", "").split(",") if part]
-    unknown = [v for v in values if v not in RUNTIMES]
-    if unknown or not values:
-        raise argparse.ArgumentTypeError(f"runtimes are a comma list of {', '.join(RUNTIMES)}; got {text!r}")
-    return values
+    return _names_list(text, RUNTIMES, "runtimes")
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:

@@ -58,7 +58,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         catalog = _catalog(args)
         dataset = _dataset(args, catalog)
         request = _request(args, checkpoint, dataset)
-        train_dataset = _train_dataset(args, catalog)
+        train_dataset = _named_dataset(getattr(args, "finetune", None), catalog, "training")
+        calibration_dataset = _named_dataset(request.calibration.dataset, catalog, "calibration")
     except UsageError as exc:
         say(str(exc))
         return EXIT_USAGE
@@ -82,6 +83,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             args.save_dir,
             decode_cache=cache,
             train_dataset=train_dataset,
+            calibration_dataset=calibration_dataset,
         )
     except Exception as exc:
         say(f"evaluation failed: {one_line(exc)}")
@@ -114,12 +116,12 @@ def _catalog(args: argparse.Namespace) -> dict[str, DatasetSpec]:
     return catalog
 
 
-def _train_dataset(args: argparse.Namespace, catalog: dict[str, DatasetSpec]) -> DatasetSpec | None:
-    name = getattr(args, "finetune", None)
+def _named_dataset(name: str | None, catalog: dict[str, DatasetSpec], role: str) -> DatasetSpec | None:
+    """The catalog dataset the job names for ``role`` (training, calibration), or None when it names none."""
     if name is None:
         return None
     if name not in catalog:
-        raise UsageError(f"unknown training dataset {name!r}")
+        raise UsageError(f"unknown {role} dataset {name!r}")
     return catalog[name]
 
 

@@ -76,7 +76,36 @@ def format_result_table(result: Mapping[str, Any]) -> str:
     rows = [_result_row(run, dense) for run in runs]
     lines = [*_result_title(result), table(RESULT_HEADERS, rows, [True] * len(RESULT_HEADERS))]
     lines.extend(_latency_lines(runs))
+    lines.extend(_recovery_lines(runs))
     return "\n".join(lines)
+
+
+RECOVERY_HEADERS = ["sparsity", "recovery", "mAP before", "mAP after", "mAP50 before", "mAP50 after", "epochs", "s"]
+
+
+def _recovery_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One row per recovered point: what was applied and mAP before and after it (none: no lines)."""
+    rows = []
+    for run in runs:
+        report = run.get("recovery")
+        if not report:
+            continue
+        rows.append(
+            [
+                _num(run.get("sparsity_target"), ".2f"),
+                " + ".join(report.get("applied") or []),
+                _num(report.get("map_before"), ".4f"),
+                _num(report.get("map_after"), ".4f"),
+                _num(report.get("map50_before"), ".4f"),
+                _num(report.get("map50_after"), ".4f"),
+                _num(report.get("epochs"), ".0f"),
+                _num(report.get("seconds"), ".1f"),
+            ]
+        )
+    if not rows:
+        return []
+    right = [True, False, *([True] * (len(RECOVERY_HEADERS) - 2))]
+    return ["", "recovery (mAP of the pruned model before and after)", table(RECOVERY_HEADERS, rows, right)]
 
 
 LATENCY_HEADERS = ["sparsity", "runtime", "batch", "median ms", "p90 ms", "ms/img", "speed-up"]

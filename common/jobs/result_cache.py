@@ -56,6 +56,7 @@ def cache_key(
     dataset: DatasetSpec,
     memo: DigestMemo | None = None,
     train_dataset: DatasetSpec | None = None,
+    calibration_dataset: DatasetSpec | None = None,
 ) -> str:
     identity: dict[str, object] = {
         "prunebench": prunebench.__version__,
@@ -65,13 +66,16 @@ def cache_key(
         "sweep": request.sweep(),
         "exclude": sorted(request.exclude),
         "settings": {field: getattr(request, field) for field in EVAL_FIELDS},
-        "channel": {field: getattr(request, field) for field in CHANNEL_FIELDS},
+        "channel": request.model_dump(mode="json", include=set(CHANNEL_FIELDS)),
         "latency": request.latency.model_dump() if request.latency is not None else None,
     }
     if request.finetune is not None:
         # Fine-tuned results depend on every training setting and on the training data.
         identity["finetune"] = request.finetune.model_dump()
         identity["train_dataset"] = dataset_fingerprint(train_dataset, memo) if train_dataset is not None else None
+    if calibration_dataset is not None:
+        # Recalibrated BatchNorm statistics (and taylor's gradients) depend on the calibration images.
+        identity["calibration_dataset"] = dataset_fingerprint(calibration_dataset, memo)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 

@@ -143,8 +143,7 @@ def _submit(
     job_id: str | None = None,
 ) -> JobResource:
     info, _ = resolve_visible(checkpoints, request.checkpoint, owner)
-    names = [request.dataset] + ([request.finetune.dataset] if request.finetune is not None else [])
-    for name in names:
+    for name in request.dataset_names():
         _check_dataset(catalog, name)
     # Pin the checkpoint's id: a mounted file replaced before the job runs must not silently change it.
     job = store.create(request, owner, checkpoint_id=info.id, job_id=job_id)

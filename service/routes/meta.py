@@ -17,6 +17,7 @@ from prunebench.contract import (
     JOB_STATUSES,
     MAX_SPARSITIES,
     PRUNE_METHODS,
+    RECOVERY_STEPS,
     RUNTIMES,
     STAGES,
     TERMINAL_STATUSES,
@@ -37,6 +38,7 @@ META = Meta.model_validate(
         "max_sparsities": MAX_SPARSITIES,
         "importances": IMPORTANCES,
         "allocations": ALLOCATIONS,
+        "recovery_steps": RECOVERY_STEPS,
     }
 )
 

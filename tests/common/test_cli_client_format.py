@@ -175,8 +175,11 @@ def test_client_error_message_uses_problem_detail() -> None:
 
 
 CHANNEL_FLAGS = ["--importance", "bn_scale", "--allocation", "global", "--max-layer-sparsity", "0.8"]
-CHANNEL_FLAGS += ["--round-to", "16"]
+CHANNEL_FLAGS += ["--round-to", "16", "--recovery", "bn_recalibration,bias_compensation"]
+CHANNEL_FLAGS += ["--calibration-dataset", "shapes-train", "--calibration-images", "64"]
 CHANNEL_VALUES = {"importance": "bn_scale", "allocation": "global", "max_layer_sparsity": 0.8, "round_to": 16}
+CHANNEL_VALUES |= {"recovery": ["bn_recalibration", "bias_compensation"]}
+CHANNEL_VALUES |= {"calibration": {"dataset": "shapes-train", "images": 64}}
 
 
 def test_submit_and_eval_take_the_same_channel_options() -> None:
@@ -267,3 +270,20 @@ def test_progress_text_shows_finetuning_epochs_and_losses() -> None:
          "iteration": 7, "iterations": 15, "loss": {"box": 0.05, "obj": 0.02, "cls": 0.01}}
     )  # fmt: skip
     assert "finetuning run 2/2" in line and "epoch 2/5 batch 7/15 box 0.0500 obj 0.0200 cls 0.0100" in line
+
+
+def test_recovered_points_get_a_before_and_after_table() -> None:
+    recovered = _run(0.3, 0.25, 0.45, 9.0, 3_000_000)
+    recovered["recovery"] = {
+        "applied": ["bn_recalibration", "finetune"],
+        "map_before": 0.0123,
+        "map50_before": 0.03,
+        "map_after": 0.25,
+        "map50_after": 0.45,
+        "epochs": 10,
+        "seconds": 512.3,
+    }
+    text = format_result_table({**RESULT, "runs": [*RESULT["runs"], recovered]})
+    row = text.splitlines()[-1].split()
+    assert row == ["0.30", "bn_recalibration", "+", "finetune", "0.0123", "0.2500", "0.0300", "0.4500", "10", "512.3"]
+    assert "recovery" not in format_result_table(RESULT)

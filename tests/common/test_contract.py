@@ -64,6 +64,14 @@ def test_sweep_is_sorted_and_deduplicated() -> None:
         {"sparsity": 0.1, "method": "channel", "round_to": 0},
         {"sparsity": 0.1, "method": "l1_unstructured", "importance": "bn_scale"},
         {"sparsity": 0.1, "method": "global_magnitude", "round_to": 16},
+        {"sparsity": 0.1, "method": "channel", "recovery": ["magic"]},
+        {"sparsity": 0.1, "method": "channel", "recovery": ["bn_recalibration", "bn_recalibration"]},
+        {"sparsity": 0.1, "method": "channel", "recovery": "bn_recalibration"},
+        {"sparsity": 0.1, "method": "channel", "calibration": {"dataset": "../train"}},
+        {"sparsity": 0.1, "method": "channel", "calibration": {"images": 0}},
+        {"sparsity": 0.1, "method": "channel", "calibration": {"colour": "blue"}},
+        {"sparsity": 0.1, "method": "l1_unstructured", "recovery": ["bn_recalibration"]},
+        {"sparsity": 0.1, "method": "l1_unstructured", "calibration": {"images": 32}},
     ],
 )
 def test_invalid_requests_are_rejected(fields: dict[str, object]) -> None:
@@ -100,6 +108,15 @@ def test_eval_settings_carry_only_evaluation_fields() -> None:
 def test_channel_options_default_to_l1_uniform_round_to_8() -> None:
     job = request(sparsity=0.3, method="channel")
     assert (job.importance, job.allocation, job.max_layer_sparsity, job.round_to) == ("l1", "uniform", 0.9, 8)
+
+
+def test_recovery_steps_run_in_one_order_and_calibration_defaults_to_the_evaluated_dataset() -> None:
+    job = request(sparsity=0.3, method="channel", recovery=["bn_recalibration", "bias_compensation"])
+    assert job.recovery == ["bias_compensation", "bn_recalibration"]
+    assert job.calibration.dataset is None and job.calibration.images == 256
+    assert job.dataset_names() == ["shapes-val"]
+    elsewhere = request(sparsity=0.3, method="channel", calibration={"dataset": "shapes-train"})
+    assert elsewhere.dataset_names() == ["shapes-val", "shapes-train"]
 
 
 def test_channel_defaults_may_be_sent_with_any_method() -> None:

@@ -45,3 +45,21 @@ def test_editing_a_yolo_label_file_changes_the_key(tmp_path: Path) -> None:
     stat = label.stat()
     os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert cache_key(request, "ckpt", yolo_datasets(data, prefix="d")["d-val"]) != before
+
+
+def test_recovery_steps_and_calibration_data_are_part_of_the_key() -> None:
+    catalog = load_catalog(None)
+    val, train = catalog["shapes-val"], catalog["shapes-train-mini"]
+    channel = {**BASE, "method": "channel"}
+    plain = JobRequest(**channel)
+    recalibrated = JobRequest(**channel, recovery=["bn_recalibration"])
+    fewer = JobRequest(**channel, recovery=["bn_recalibration"], calibration={"images": 64})
+    elsewhere = JobRequest(**channel, recovery=["bn_recalibration"], calibration={"dataset": "shapes-train-mini"})
+    keys = {
+        cache_key(plain, "ckpt", val),
+        cache_key(recalibrated, "ckpt", val),
+        cache_key(fewer, "ckpt", val),
+        cache_key(elsewhere, "ckpt", val, calibration_dataset=train),
+        cache_key(JobRequest(**channel, importance="taylor"), "ckpt", val),
+    }
+    assert len(keys) == 5

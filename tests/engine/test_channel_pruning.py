@@ -16,9 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from prunebench.datasets.catalog import load_catalog, resolve_dataset
 from prunebench.worker.engine import measure
 from prunebench.worker.engine.checkpoints import load_model
-from prunebench.worker.engine.pruning import ChannelOptions, apply_pruning, prunable_layers
+from prunebench.worker.engine.data import decode_dataset
+from prunebench.worker.engine.pruning import ChannelOptions, apply_pruning, prunable_layers, taylor
 from prunebench.worker.engine.pruning.allocation import global_removed, min_kept, round_kept, uniform_kept
 from prunebench.worker.engine.pruning.channel import ChannelPruner, ChannelPruningError
 from prunebench.worker.engine.yolo.model import DetectionModel
@@ -182,6 +184,29 @@ def test_bn_scale_ranks_by_batchnorm_gamma_alone(model: DetectionModel) -> None:
         model.model[0].bn.weight[[5, 6]] = 1e-4  # filters untouched: only |γ| says these are weak
     plan = _pruner(model, importance="bn_scale", round_to=1).plan(0.125)
     assert next(c for c in plan.cuts if c.root == "model.0.conv").removed == [5, 6]
+
+
+def test_taylor_takes_gradients_of_the_detection_loss_on_labelled_images(model: DetectionModel) -> None:
+    _weaken(model, [3, 11])
+    with torch.no_grad():  # also the consumer's weights on those inputs: |w·∂L/∂w| is small on both sides
+        model.model[1].conv.weight[:, [3, 11]] *= 1e-3
+    spec = resolve_dataset(load_catalog(None), "shapes-val")
+    decoded = decode_dataset(spec, 128, max_images=8)
+    batches = taylor.labelled_batches(decoded, spec.class_to_category(80), 128, batch_size=4)
+    assert [images.shape for images, _ in batches] == [(4, 3, 128, 128)] * 2
+    assert all(len(targets) and targets[:, 2:].max() <= 1.0 for _, targets in batches)  # normalised xywh
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    pruner = _pruner(model, importance="taylor", round_to=1, gradients=taylor.gradient_fn(batches, 128))
+    assert next(c for c in pruner.plan(0.125).cuts if c.root == "model.0.conv").removed == [3, 11]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stats.items())  # BatchNorm stayed in eval
+    assert all(p.grad is None for p in model.parameters()) and not model.training
+
+
+def test_taylor_without_labels_is_a_clear_error() -> None:
+    spec = resolve_dataset(load_catalog(None), "shapes-val")
+    decoded = decode_dataset(spec, 64, max_images=2)
+    with pytest.raises(taylor.TaylorError, match="labelled"):
+        taylor.labelled_batches(decoded, [-1] * 80, 64, batch_size=2)  # no model class maps to a category
 
 
 def test_bn_scale_on_a_fused_model_is_refused(model: DetectionModel) -> None:

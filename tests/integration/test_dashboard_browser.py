@@ -158,6 +158,20 @@ def test_missing_key_shows_problem(service: Service, browser: Any) -> None:
     assert "401" in box.text
 
 
+def _final_status(browser: Any) -> str:
+    """The status the open job page shows once the job has ended."""
+    status: str = _wait(
+        lambda: (
+            (s := _testid(browser, "job-status")[0].get_attribute("data-status")) in ("succeeded", "failed", "canceled")
+            and s
+        ),
+        JOB_TIMEOUT_S,
+        "the job to finish",
+        interval=1.0,
+    )
+    return status
+
+
 def test_submit_sweep_and_watch_it_complete(service: Service, browser: Any) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -188,15 +202,7 @@ def test_submit_sweep_and_watch_it_complete(service: Service, browser: Any) -> N
 
     _wait(lambda: "#/jobs/" in browser.current_url, 30, "the job page")
     job_id = browser.current_url.split("#/jobs/")[1].split("?")[0]
-    status = _wait(
-        lambda: (
-            (s := _testid(browser, "job-status")[0].get_attribute("data-status")) in ("succeeded", "failed", "canceled")
-            and s
-        ),
-        JOB_TIMEOUT_S,
-        "the job to finish",
-        interval=1.0,
-    )
+    status = _final_status(browser)
     if status != "succeeded":
         _screenshot(browser, "dashboard-failed.png")
     assert status == "succeeded", f"job {job_id} ended {status}"
@@ -277,3 +283,70 @@ def test_cancel_from_the_jobs_list(service: Service, browser: Any) -> None:
         10,
         "the list to show the cancellation",
     )
+
+
+def _finished_job_page(service: Service, browser: Any, job_id: str) -> None:
+    browser.get(f"{service.url}/ui/#/jobs/{job_id}")
+    status = _final_status(browser)
+    assert status == "succeeded", f"job {job_id} ended {status}"
+
+
+def test_recovery_options_and_pruned_vs_recovered_curves(service: Service, browser: Any) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(f"{service.url}/ui/")
+    _set_key(browser, service.api_key)
+    browser.get_log("browser")
+    browser.get(f"{service.url}/ui/#/submit")
+    browser.refresh()
+    method = _wait(lambda: _testid(browser, "method-select")[0], 20, "submit form")
+    options = _testid(browser, "channel-options")[0]
+    assert not options.is_displayed()  # channel options only for the channel method
+    Select(method).select_by_value("channel")
+    assert options.is_displayed()
+    Select(_testid(browser, "importance-select")[0]).select_by_value("bn_scale")
+    _testid(browser, "recovery-bias_compensation")[0].click()
+    _testid(browser, "recovery-bn_recalibration")[0].click()
+    for testid, value in (
+        ("sparsities-input", "0,0.3"),
+        ("img-size-input", "128"),
+        ("max-images-input", "8"),
+        ("calibration-images-input", "8"),
+    ):
+        field = _testid(browser, testid)[0]
+        field.clear()
+        field.send_keys(value)
+    _testid(browser, "use-cache")[0].click()
+    _testid(browser, "submit-job")[0].click()
+    _wait(lambda: "#/jobs/" in browser.current_url, 30, "the job page")
+    job_id = browser.current_url.split("#/jobs/")[1].split("?")[0]
+    _finished_job_page(service, browser, job_id)
+
+    pruned = _wait(lambda: (p := _testid(browser, "pruned-map-point")) and len(p) == 2 and p, 30, "pruned points")
+    recovered = _testid(browser, "recovered-map-point")
+    assert (
+        [float(p.get_attribute("data-x")) for p in pruned]
+        == [0.0, 0.3]
+        == [float(p.get_attribute("data-x")) for p in recovered]
+    )
+    headers = {"Authorization": f"Bearer {service.api_key}"}
+    result = httpx.get(f"{service.url}/v1/jobs/{job_id}/result", headers=headers).json()
+    report = result["runs"][1]["recovery"]
+    assert (
+        report["applied"] == ["bias_compensation", "bn_recalibration"]
+        and result["settings"]["importance"] == "bn_scale"
+    )
+    assert float(recovered[1].get_attribute("data-y")) == pytest.approx(report["map_after"])
+    assert not _testid(browser, "loss-chart")  # no fine-tuning, no loss curve
+
+    # A fine-tuned point adds the loss curve, one point per epoch.
+    body = {"checkpoint": "yolov5n_shapes.pt", "dataset": "shapes-val", "sparsity": 0.3, "method": "channel"}
+    body |= {"img_size": 128, "max_images": 8, "include_dense": False}
+    body["finetune"] = {"dataset": "shapes-train-mini", "epochs": 2, "img_size": 64, "batch_size": 8, "max_images": 8}
+    response = httpx.post(f"{service.url}/v1/jobs", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    _finished_job_page(service, browser, response.json()["id"])
+    losses = _wait(lambda: (p := _testid(browser, "loss-point")) and len(p) == 2 and p, 30, "loss points")
+    assert [float(p.get_attribute("data-x")) for p in losses] == [1.0, 2.0]
+    _screenshot(browser, "dashboard-recovery.png")
+    assert _js_errors(browser) == []

@@ -71,6 +71,23 @@ def test_channel_options_reach_the_pruner_and_the_result(service: Service) -> No
     assert response.status_code == 422 and "only apply to method 'channel'" in response.text
 
 
+def test_recovered_channel_points_carry_a_recovery_block(service: Service) -> None:
+    fields = {"recovery": ["bn_recalibration", "bias_compensation"], "calibration": {"images": 8}}
+    dense, point = run(service, sparsity=0.3, method="channel", **fields)["result"]["runs"]
+    assert dense["recovery"] is None
+    report = point["recovery"]
+    assert report["applied"] == ["bias_compensation", "bn_recalibration"]
+    assert report["map_after"] == point["metrics"]["map"] and 0.0 <= report["map_before"] <= 1.0
+    assert report["calibration_dataset"] == SMALL["dataset"] and report["calibration_images"] == 8
+    for change in ({"method": "l1_unstructured"}, {"recovery": ["retrain"]}):
+        response = service.http.post(
+            "/v1/jobs", json={**SMALL, "sparsity": 0.3, "method": "channel", **fields, **change}
+        )
+        assert response.status_code == 422, (change, response.text)
+    unknown = {**SMALL, "sparsity": 0.3, "method": "channel", "calibration": {"dataset": "no-such-split"}}
+    assert service.http.post("/v1/jobs", json=unknown).status_code == 404
+
+
 def test_identical_request_is_served_from_the_cache(service: Service) -> None:
     fields = {"sparsity": 0.25, "max_images": 12}
     first = run(service, **fields)

@@ -21,8 +21,11 @@ The flow, and where other features hook in:
   (COCO rows, the job's scorer, upstream's AP) -> ``_latency`` (with ``latency``: the latency suite on
   the evaluated model and its export, ``runtimes.time_run``). Recovery / fine-tuning belongs between
   ``_prune`` and ``_measure``; other runtimes replace the forward through ``evaluate``'s ``infer``.
+* ``_recover`` (with ``recovery``, channel points only, between ``_prune`` and ``_measure``): the pruned
+  model (still unfused) is evaluated first, then bias compensation and BatchNorm recalibration on the
+  job's calibration images (``recovery.stage``); fine-tuning, when asked too, follows on that model.
 * ``_finetune`` (with ``finetune``, per pruned point, between ``_prune`` and ``_measure``): evaluate the
-  pruned model, fine-tune it (``train.finetune``: checkpointed every epoch under
+  pruned model (once, shared with ``_recover``), fine-tune it (``train.finetune``: checkpointed every epoch under
   ``artifacts_dir/finetune/`` so a retried attempt, or a point re-run on another worker, resumes), and
   the run's ``recovery`` block holds both mAPs and the loss curve.
 """
@@ -67,6 +70,8 @@ from prunebench.worker.engine.decode_cache import DecodeCache
 from prunebench.worker.engine.device import environment, resolve_device, use_half
 from prunebench.worker.engine.evaluate import EVAL_SHARE, EvalConfig, EvalOutput, evaluate
 from prunebench.worker.engine.export import ExportError
+from prunebench.worker.engine.pruning import taylor
+from prunebench.worker.engine.recovery import calibration, stage
 from prunebench.worker.engine.reporting import JobCanceled, NullReporter, Reporter
 from prunebench.worker.engine.scorers import CocoScorer, make_scorer
 from prunebench.worker.engine.scoring import score
@@ -97,6 +102,18 @@ class _Job:
     artifacts_dir: Path | None
     gflops_by_arch: dict[Any, float] = field(default_factory=dict)  # architecture_key -> GFLOPs
     train_data: TrainSet | None = None  # with `finetune`: the training split, decoded once per job opening
+    calibration: DecodedDataset | None = None  # channel with bn_recalibration or taylor: the calibration images
+    calibration_class_map: list[int] = field(default_factory=list)  # model class -> its category ids
+
+
+@dataclass
+class _Pruned:
+    """One point's pruned model, before recovery."""
+
+    model: nn.Module
+    layers: list[str]
+    achieved: float
+    channels: stage.ChannelPoint | None = None  # channel: what bias compensation needs
 
 
 @dataclass
@@ -121,6 +138,9 @@ STAGE_SHARE = {"scoring": EVAL_SHARE, "timing": EVAL_SHARE}
 FT_BEFORE_SPAN = (0.0, 0.05)
 FT_TRAIN_SPAN = (0.05, 0.8)
 FT_AFTER_SPAN = (0.8, EVAL_SHARE)
+# With training-free recovery only: evaluate the pruned model, recover (seconds), evaluate again.
+REC_BEFORE_SPAN = (0.0, 0.45)
+REC_AFTER_SPAN = (0.45, EVAL_SHARE)
 
 
 def _progress(job: _Job | None, stage: str, run_index: int = 0, runs_total: int = 0, **extra: Any) -> Progress:
@@ -187,6 +207,7 @@ def _setup(
     artifacts_dir: Path | None,
     decode_cache: DecodeCache | None,
     train_dataset: DatasetSpec | None = None,
+    calibration_dataset: DatasetSpec | None = None,
 ) -> _Job:
     points = request.sweep()
     reporter.progress(_progress(None, "loading", 0, len(points)))
@@ -201,6 +222,9 @@ def _setup(
     _check_stop(reporter)
     decoded = _decode(request, dataset, reporter, len(points), decode_cache)
     train_data = _train_data(request, train_dataset, loaded, reporter) if train_dataset and request.finetune else None
+    calibrated, calibration_class_map = _calibration(
+        request, decoded, class_map, calibration_dataset, loaded, reporter, decode_cache
+    )
     return _Job(
         request=request,
         reporter=reporter,
@@ -215,42 +239,68 @@ def _setup(
         points=points,
         artifacts_dir=artifacts_dir,
         train_data=train_data,
+        calibration=calibrated,
+        calibration_class_map=calibration_class_map,
     )
+
+
+def _calibration(
+    request: JobRequest,
+    decoded: DecodedDataset,
+    class_map: list[int],
+    spec: DatasetSpec | None,
+    loaded: LoadedModel,
+    reporter: Reporter,
+    cache: DecodeCache | None,
+) -> tuple[DecodedDataset | None, list[int]]:
+    """The calibration images (first N by file name) when BN recalibration or taylor needs them."""
+    wanted = request.method == "channel" and ("bn_recalibration" in request.recovery or request.importance == "taylor")
+    if not wanted:
+        return None, []
+    images = request.calibration.images
+    if spec is None:  # the evaluated dataset itself, already decoded
+        return calibration.subset(decoded, images), class_map
+    on_progress = _decoding_progress(reporter, len(request.sweep()), spec.name)
+    try:
+        calibrated = decode_dataset(spec, request.img_size, images, on_progress=on_progress, cache=cache)
+    except CatalogError as exc:
+        raise PipelineError(f"calibration dataset {spec.name!r}: {exc}") from None
+    return calibration.subset(calibrated, images), _class_map(spec, loaded)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # One sweep point
 
 
-def _prune(job: _Job, sparsity: float, fuse: bool = True) -> tuple[nn.Module, list[str], float]:
+def _prune(job: _Job, sparsity: float, fuse: bool = True) -> _Pruned:
     """A fresh copy of the dense model, pruned; with the pruned layer names and the achieved sparsity.
 
-    ``fuse=False`` (fine-tuning next) keeps a channel-pruned model's BatchNorm layers for training."""
+    ``fuse=False`` (recovery or fine-tuning next) keeps a channel-pruned model's BatchNorm layers."""
     if job.request.method == "channel":
         return _prune_channels(job, sparsity, fuse)
     model = copy.deepcopy(job.dense)
     if sparsity == 0.0 and job.request.method == "l1_unstructured":
         # The dense baseline: nothing to prune. Its sparsity is whatever zeros the checkpoint already has.
         layers = pruning.prunable_layers(model, list(job.request.exclude))
-        return model, [], measure.conv_sparsity(model, layers)
+        return _Pruned(model, [], measure.conv_sparsity(model, layers))
     outcome = pruning.apply_pruning(model, job.request.method, sparsity, list(job.request.exclude))
-    return outcome.model, list(outcome.pruned_layers), float(outcome.achieved)
+    return _Pruned(outcome.model, list(outcome.pruned_layers), float(outcome.achieved))
 
 
-def _prune_channels(job: _Job, sparsity: float, fuse: bool = True) -> tuple[nn.Module, list[str], float]:
-    """Channel pruning of the unfused model, then fused for evaluation (the dense point: just fused)."""
-    model = copy.deepcopy(job.unfused)
+def _prune_channels(job: _Job, sparsity: float, fuse: bool = True) -> _Pruned:
+    """Channel pruning of the unfused model, fused for evaluation unless recovery or training follows."""
     if sparsity == 0.0:
-        return (model.fuse() if fuse else model), [], 0.0
-    options = pruning.ChannelOptions(
-        importance=job.request.importance,
-        allocation=job.request.allocation,
-        max_layer_sparsity=job.request.max_layer_sparsity,
-        round_to=job.request.round_to,
-    )
-    outcome = pruning.apply_pruning(model, "channel", sparsity, list(job.request.exclude), options)
-    pruned = outcome.model.fuse() if fuse else outcome.model
-    return pruned, list(outcome.pruned_layers), float(outcome.achieved)
+        model = copy.deepcopy(job.unfused)
+        return _Pruned(model.fuse() if fuse else model, [], 0.0)
+    gradients = None
+    if job.request.importance == "taylor":
+        assert job.calibration is not None
+        batches = taylor.labelled_batches(
+            job.calibration, job.calibration_class_map, job.request.img_size, job.request.batch_size
+        )
+        gradients = taylor.gradient_fn(batches, job.request.img_size)
+    point = stage.prune_channels(job.unfused, job.request, sparsity, gradients)
+    return _Pruned(point.model.fuse() if fuse else point.model, point.pruned_layers, point.achieved, point)
 
 
 def _gflops(job: _Job, model: nn.Module) -> float:
@@ -354,7 +404,6 @@ def _evaluate(job: _Job, model: nn.Module, run_index: int, span: tuple[float, fl
 
 @dataclass
 class _Finetuned:
-    before: Metrics
     outcome: TrainOutcome
     seconds: float
 
@@ -394,17 +443,10 @@ def _training_progress(job: _Job, run_index: int) -> Callable[[dict[str, Any]], 
 def _finetune(
     job: _Job, run_index: int, model: nn.Module, pruned: list[str], achieved: float
 ) -> tuple[nn.Module, float, _Finetuned]:
-    """Evaluate the pruned model, fine-tune it; returns the fine-tuned (fused) model and its sparsity."""
+    """Fine-tune the pruned model; returns the fine-tuned (fused) model and its sparsity."""
     started = time.perf_counter()
     settings = job.request.finetune
     assert settings is not None and job.train_data is not None
-    before_model = copy.deepcopy(model)
-    if not getattr(before_model, "is_fused", True):
-        before_model = before_model.fuse()  # evaluated exactly as a point without fine-tuning would be
-    out = _evaluate(job, _to_device(before_model, job), run_index, FT_BEFORE_SPAN)
-    del before_model
-    before = score(out.detections, job.decoded.images, job.scorer, job.class_map)
-    _check_stop(job.reporter)
     unstructured = job.request.method != "channel"  # every other method prunes by masking weights
     checkpoint = job.artifacts_dir / "finetune" / f"run-{run_index}.ckpt" if job.artifacts_dir else None
     outcome = finetune.run_finetune(
@@ -421,20 +463,71 @@ def _finetune(
     )
     if unstructured and pruned:
         achieved = measure.conv_sparsity(outcome.model, pruned)
-    return outcome.model, achieved, _Finetuned(before, outcome, time.perf_counter() - started)
+    return outcome.model, achieved, _Finetuned(outcome, time.perf_counter() - started)
 
 
-def _recovery(done: _Finetuned, after: Metrics) -> RecoveryReport:
+# ---------------------------------------------------------------------------------------------------------
+# Recovery (training-free steps, then fine-tuning) and its report
+
+
+def _recovers(job: _Job, sparsity: float) -> bool:
+    return job.request.method == "channel" and sparsity > 0.0 and bool(job.request.recovery)
+
+
+def _evaluate_before(job: _Job, model: nn.Module, run_index: int, span: tuple[float, float]) -> Metrics:
+    """mAP of the pruned model before any recovery, evaluated exactly as a point without recovery is."""
+    before_model = copy.deepcopy(model)
+    if not getattr(before_model, "is_fused", True):
+        before_model = before_model.fuse()
+    out = _evaluate(job, _to_device(before_model, job), run_index, span)
+    del before_model
+    before = score(out.detections, job.decoded.images, job.scorer, job.class_map)
+    _check_stop(job.reporter)
+    return before
+
+
+def _recover(job: _Job, run_index: int, pruned: _Pruned) -> stage.Recovered:
+    """Bias compensation and BatchNorm recalibration on the (unfused) pruned model, in place."""
+    assert pruned.channels is not None
+    runs = len(job.points)
+    percent = 100.0 * (run_index + REC_BEFORE_SPAN[1]) / runs
+    job.reporter.progress(_progress(job, "recovering", run_index, runs, percent=percent))
+    cal = job.calibration
+    batches = None
+    if cal is not None:
+        stride = grid_stride(max(job.loaded.stride))
+        param = next(pruned.model.parameters())
+
+        def batches() -> Any:
+            return calibration.batches(cal, job.request.batch_size, stride, param.device, param.dtype)
+
+    try:
+        done = stage.recover(pruned.channels, job.request.recovery, batches)
+    except ValueError as exc:
+        raise PipelineError(f"recovery at sparsity {job.points[run_index]}: {exc}") from exc
+    _check_stop(job.reporter)
+    return done
+
+
+def _recovery(
+    job: _Job, before: Metrics, after: Metrics, steps: stage.Recovered | None, tuned: _Finetuned | None
+) -> RecoveryReport:
+    applied = list(steps.applied) if steps else []
+    if tuned:
+        applied.append("finetune")
+    recalibrated = steps is not None and steps.calibration_images is not None
     return RecoveryReport(
-        applied=["finetune"],
-        map_before=done.before.map,
-        map50_before=done.before.map50,
+        applied=applied,
+        map_before=before.map,
+        map50_before=before.map50,
         map_after=after.map,
         map50_after=after.map50,
-        epochs=len(done.outcome.history),
-        train_loss=finetune.loss_curve(done.outcome),
-        seconds=done.seconds,
-        resumed_from_epoch=done.outcome.resumed_from,
+        epochs=len(tuned.outcome.history) if tuned else None,
+        train_loss=finetune.loss_curve(tuned.outcome) if tuned else [],
+        seconds=(steps.seconds if steps else 0.0) + (tuned.seconds if tuned else 0.0),
+        resumed_from_epoch=tuned.outcome.resumed_from if tuned else None,
+        calibration_dataset=(job.request.calibration.dataset or job.request.dataset) if recalibrated else None,
+        calibration_images=steps.calibration_images if steps else None,
     )
 
 
@@ -442,11 +535,20 @@ def _run_point(job: _Job, run_index: int) -> RunResult:
     started = time.perf_counter()
     sparsity = job.points[run_index]
     job.reporter.progress(_progress(job, "pruning", run_index, len(job.points)))
-    tunes = _finetunes(job, sparsity)
-    model, pruned, achieved = _prune(job, sparsity, fuse=not tunes)
+    tunes, recovers = _finetunes(job, sparsity), _recovers(job, sparsity)
+    point = _prune(job, sparsity, fuse=not (tunes or recovers))
+    model, pruned, achieved = point.model, point.layers, point.achieved
+    before = (
+        _evaluate_before(job, model, run_index, FT_BEFORE_SPAN if tunes else REC_BEFORE_SPAN)
+        if tunes or recovers
+        else None
+    )
+    steps = _recover(job, run_index, point) if recovers else None
     tuned: _Finetuned | None = None
     if tunes:
         model, achieved, tuned = _finetune(job, run_index, model, pruned, achieved)
+    elif recovers:
+        model = model.fuse()
     measured = _measure(job, model, pruned, achieved)
     size_bytes, artifact = _model_size(job, model, run_index, FT_TRAIN_SPAN[1] if tuned else 0.0)
     _check_stop(job.reporter)
@@ -454,7 +556,8 @@ def _run_point(job: _Job, run_index: int) -> RunResult:
     with tempfile.TemporaryDirectory(prefix="prunebench-onnx-") as scratch:
         onnx_report, onnx_path = _export(job, model, run_index, Path(scratch))
         model = _to_device(model, job)
-        out = _evaluate(job, model, run_index, FT_AFTER_SPAN if tuned else (0.0, EVAL_SHARE))
+        after_span = FT_AFTER_SPAN if tuned else REC_AFTER_SPAN if steps else (0.0, EVAL_SHARE)
+        out = _evaluate(job, model, run_index, after_span)
 
         job.reporter.progress(_progress(job, "scoring", run_index, len(job.points)))
         metrics: Metrics = score(out.detections, job.decoded.images, job.scorer, job.class_map)
@@ -483,7 +586,7 @@ def _run_point(job: _Job, run_index: int) -> RunResult:
         model_artifact=artifact,
         onnx=onnx_report,
         latency=latency,
-        recovery=_recovery(tuned, metrics) if tuned else None,
+        recovery=_recovery(job, before, metrics, steps, tuned) if before is not None else None,
     )
 
 
@@ -513,7 +616,7 @@ def _settings(request: JobRequest, device: torch.device, half: bool) -> dict[str
         half=half,
         method=request.method,
         exclude=list(request.exclude),
-        **({name: getattr(request, name) for name in CHANNEL_FIELDS} if request.method == "channel" else {}),
+        **(request.model_dump(mode="json", include=set(CHANNEL_FIELDS)) if request.method == "channel" else {}),
         sparsities=list(request.sweep()),
         include_dense=request.include_dense,
     )
@@ -538,14 +641,25 @@ def open_job(
     artifacts_dir: Path | None = None,
     decode_cache: DecodeCache | None = None,
     train_dataset: DatasetSpec | None = None,
+    calibration_dataset: DatasetSpec | None = None,
 ) -> _Job:
     """Everything a job's points share: the fused dense model on the device, the decoded split, the scorer
-    (and, with ``finetune``, the decoded training split ``train_dataset``).
+    (and, with ``finetune``, the decoded training split ``train_dataset``; with BN recalibration or taylor,
+    the calibration images of ``calibration_dataset``, or of ``dataset`` when that is None).
 
     Then :func:`run_point` per sweep index, in any order and in any process (fan-out runs points on
     several workers, each opening the job once), and :func:`assemble_result` over all the runs.
     """
-    return _setup(request, Path(checkpoint_path), dataset, reporter, artifacts_dir, decode_cache, train_dataset)
+    return _setup(
+        request,
+        Path(checkpoint_path),
+        dataset,
+        reporter,
+        artifacts_dir,
+        decode_cache,
+        train_dataset,
+        calibration_dataset,
+    )
 
 
 def run_point(job: _Job, run_index: int) -> RunResult:
@@ -603,15 +717,26 @@ def run_pipeline(
     worker: str | None = None,
     decode_cache: DecodeCache | None = None,
     train_dataset: DatasetSpec | None = None,
+    calibration_dataset: DatasetSpec | None = None,
 ) -> JobResult:
     """Run every sparsity point of ``request`` in this process; raises JobCanceled when the reporter says stop.
 
     Saved models (``request.save_models``) go to ``artifacts_dir/run-{k}.pt``; ``worker`` names this
     worker in the result's environment (default host:pid); ``decode_cache`` is the host's shared
     decoded-image cache (None: a job-private decode file); ``train_dataset`` is the catalog dataset
-    ``request.finetune.dataset`` names (needed when fine-tuning).
+    ``request.finetune.dataset`` names (needed when fine-tuning), ``calibration_dataset`` the one
+    ``request.calibration.dataset`` names (None: calibrate on ``dataset``).
     """
-    job = open_job(request, Path(checkpoint_path), dataset, reporter, artifacts_dir, decode_cache, train_dataset)
+    job = open_job(
+        request,
+        Path(checkpoint_path),
+        dataset,
+        reporter,
+        artifacts_dir,
+        decode_cache,
+        train_dataset,
+        calibration_dataset,
+    )
     runs = [run_point(job, k) for k in range(len(job.points))]
     drop_training_state(artifacts_dir)
     reporter.progress(_progress(job, "done", len(job.points), len(job.points), percent=100.0))
@@ -643,6 +768,7 @@ def run_local(
     artifacts_dir: Path | None = None,
     decode_cache: DecodeCache | None = None,
     train_dataset: DatasetSpec | None = None,
+    calibration_dataset: DatasetSpec | None = None,
 ) -> JobResult:
     """Run a job in this process, without the service (CLI, benchmarks, tests)."""
     info = local_checkpoint_info(checkpoint_path)
@@ -657,4 +783,5 @@ def run_local(
         artifacts_dir,
         decode_cache=decode_cache,
         train_dataset=train_dataset,
+        calibration_dataset=calibration_dataset,
     )

@@ -37,6 +37,19 @@ export async function submitView(view, gen) {
     testid: "max-layer-input",
   });
   const roundTo = h("input", { id: "f-round-to", name: "round_to", type: "number", min: "1", max: "256", value: "8", testid: "round-to-input" });
+  const recoveryChecks = meta().recovery_steps.map((step) =>
+    h("input", { type: "checkbox", id: `f-recovery-${step}`, value: step, testid: `recovery-${step}` }),
+  );
+  const calDataset = h("select", { id: "f-cal-dataset", name: "calibration_dataset", testid: "calibration-dataset-select" });
+  const calImages = h("input", {
+    id: "f-cal-images",
+    name: "calibration_images",
+    type: "number",
+    min: "1",
+    max: "10000",
+    value: "256",
+    testid: "calibration-images-input",
+  });
   const sparsities = h("input", {
     id: "f-sparsities",
     name: "sparsities",
@@ -110,6 +123,7 @@ export async function submitView(view, gen) {
   async function loadDatasets() {
     const list = (await api("/v1/datasets?limit=1000")).items;
     put(dsSelect, ...list.map((d) => h("option", { value: d.name }, `${d.name} — ${d.images} images, ${d.annotations} boxes${d.is_coco ? ", COCO ids" : ""}`)));
+    put(calDataset, h("option", { value: "" }, "the evaluated dataset"), ...list.map((d) => h("option", { value: d.name }, `${d.name} — ${d.images} images`)));
     if (!list.length) dsSelect.append(h("option", { value: "", disabled: true, selected: true }, "no datasets configured"));
   }
 
@@ -151,6 +165,15 @@ export async function submitView(view, gen) {
     field("Allocation", allocation, "uniform: every layer the same ratio · global: one ranking across layers."),
     field("Max layer sparsity", maxLayer, "global: the most of any one layer's channels that may go."),
     field("Round to", roundTo, "Kept channel counts are multiples of this (1 = no rounding)."),
+    h(
+      "div.field",
+      {},
+      h("span", {}, "Recovery (no training)"),
+      ...recoveryChecks.map((box) => h("label.check", {}, box, ` ${box.value.replace("_", " ")}`)),
+      h("small.muted", {}, "bias compensation: fold removed channels' mean into the next layer · bn recalibration: re-estimate BatchNorm statistics."),
+    ),
+    field("Calibration dataset", calDataset, "Images for bn_recalibration and taylor (a train split keeps them apart from evaluation)."),
+    field("Calibration images", calImages, "The first N images by file name."),
   );
   const showChannel = () => {
     channelBox.hidden = methodSelect.value !== "channel";
@@ -228,6 +251,9 @@ export async function submitView(view, gen) {
       body.allocation = allocation.value;
       body.max_layer_sparsity = Number(maxLayer.value) || 0.9;
       body.round_to = Number(roundTo.value) || 8;
+      body.recovery = recoveryChecks.filter((box) => box.checked).map((box) => box.value);
+      body.calibration = { images: Number(calImages.value) || 256 };
+      if (calDataset.value) body.calibration.dataset = calDataset.value;
     }
     submitBtn.disabled = true;
     try {

@@ -1,4 +1,4 @@
-// A succeeded job's result, panel by panel: charts, comparison picker, runtime latency, runs, per-layer sparsity,
+// A succeeded job's result, panel by panel: charts, comparison picker, recovery, runtime latency, runs, per-layer sparsity,
 // environment.
 
 import { chartsPanel } from "./charts.js";
@@ -6,6 +6,7 @@ import { comparePanel } from "./compare.js";
 import { environmentPanel } from "./environment.js";
 import { latencyPanel } from "./latency.js";
 import { layersPanel } from "./layers.js";
+import { recoveryPanel } from "./recovery.js";
 import { runsPanel } from "./runs.js";
 
 /** Append the result panels of `job` to `container`; `compare` is the set of job ids overlaid on the charts. */
@@ -15,7 +16,16 @@ export async function renderResult(job, result, compare, container, gen) {
   const picker = comparePanel(job, compare, gen, charts.draw);
   const layers = layersPanel(runs);
   const latency = latencyPanel(runs);
-  container.append(charts.node, picker.node, ...(latency ? [latency] : []), runsPanel(job, result, runs), layers.node, environmentPanel(job, result));
+  const recovery = recoveryPanel(runs);
+  container.append(
+    charts.node,
+    picker.node,
+    ...(recovery ? [recovery] : []),
+    ...(latency ? [latency] : []),
+    runsPanel(job, result, runs),
+    layers.node,
+    environmentPanel(job, result),
+  );
   await charts.draw();
   layers.draw();
   await picker.draw();
