@@ -263,3 +263,11 @@ def test_plan_lists_consumer_inputs_in_unpruned_coordinates(model: DetectionMode
     assert plan.consumer_inputs["model.1.conv"] == stem.removed
     c6 = next(c for c in plan.cuts if c.root == "model.6.cv3.conv")
     assert [i - 128 for i in plan.consumer_inputs["model.13.cv1.conv"] if i >= 128] == c6.removed
+
+
+def test_pruning_works_under_inference_mode(model: DetectionModel) -> None:
+    # Callers often hold inference_mode (benchmarks, evaluation code); the trace must still see a graph.
+    params = measure.count_params(model)[0]
+    with torch.inference_mode():
+        out = apply_pruning(model, "channel", 0.3, [])
+    assert out.pruned_layers and measure.count_params(model)[0] < params * 0.7

@@ -113,7 +113,8 @@ def _traceable(model: nn.Module) -> Iterator[None]:
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(True)
     try:
-        with torch.enable_grad():
+        # Also when the caller runs under inference_mode/no_grad: without autograd the trace finds no graph.
+        with torch.inference_mode(False), torch.enable_grad():
             yield
     finally:
         # Pruning swaps in new Parameter objects under the same names, so restore the flags by name.
@@ -200,16 +201,18 @@ class ChannelPruner:
         self.ignored: list[nn.Module] = [m for m in all_convs.values() if id(m) not in targets]
         self.ignored += [m for m in detect_output_convs(model) if id(m) in targets]
         self.counted = [name for name in convs if all_convs[name] not in self.ignored]
-        param = next(model.parameters())
-        self.example = torch.zeros(
-            1, input_channels(model), trace_size, trace_size, device=param.device, dtype=param.dtype
-        )
         with _traceable(model):
+            param = next(model.parameters())
+            self.example = torch.zeros(
+                1, input_channels(model), trace_size, trace_size, device=param.device, dtype=param.dtype
+            )
             self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=self.example)
             if options.importance in NEEDS_GRADIENTS and options.gradients is not None:
                 model.zero_grad(set_to_none=True)
                 options.gradients(model)
             self._score()
+        if self.counted and not self.groups:
+            raise ChannelPruningError("no channel group can be pruned (each holds an excluded conv, or no graph)")
 
     def _score(self) -> None:
         importance = make_importance(self.options.importance)
