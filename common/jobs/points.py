@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import redis
 
+from prunebench.infra.redis_values import text
 from prunebench.jobs.keys import Keys
 
 
@@ -110,13 +111,13 @@ class PointStore:
         return {int(k) for k in self.redis.hkeys(self.key("results"))}
 
     def results(self) -> dict[int, str]:
-        return {int(k): v.decode() for k, v in self.redis.hgetall(self.key("results")).items()}
+        return {int(k): text(v) for k, v in self.redis.hgetall(self.key("results")).items()}
 
     def errors(self) -> dict[int, str]:
-        return {int(k): v.decode() for k, v in self.redis.hgetall(self.key("errors")).items()}
+        return {int(k): text(v) for k, v in self.redis.hgetall(self.key("errors")).items()}
 
     def ran_by(self) -> dict[int, str]:
-        return {int(k): v.decode() for k, v in self.redis.hgetall(self.key("ran_by")).items()}
+        return {int(k): text(v) for k, v in self.redis.hgetall(self.key("ran_by")).items()}
 
     def starts(self) -> dict[int, int]:
         return {int(k): int(v) for k, v in self.redis.hgetall(self.key("starts")).items()}
