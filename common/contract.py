@@ -414,6 +414,9 @@ class DatasetInfo(BaseModel):
     format: Literal["coco", "yolo"] = Field(
         "coco", description="coco: instances JSON; yolo: a split of a YOLOv5 data.yaml (labels/*.txt)."
     )
+    warnings: list[str] = Field(
+        default_factory=list, description="What loading normalised (renumbered ids, defaulted fields)."
+    )
 
 
 class Metrics(BaseModel):
@@ -567,6 +570,9 @@ class RunResult(BaseModel):
     latency: list[LatencyReport] = Field(default_factory=list, description="One entry per runtime and batch size.")
 
     recovery: RecoveryReport | None = Field(None, description="Recovery applied to this point (none: null).")
+    warnings: list[str] = Field(
+        default_factory=list, description="What this point's evaluation noticed (skipped images, size mismatches)."
+    )
 
 
 class Environment(BaseModel):
@@ -588,6 +594,11 @@ class JobResult(BaseModel):
     cached: bool = False
     cache_key: str | None = None
     created_at: datetime | None = None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Why the numbers may not be what was expected: data normalised or skipped, settings "
+        "adjusted (img_size rounded to the stride) or not comparable (conf_thres > 0.001).",
+    )
 
 
 # -- lists and names over HTTP ------------------------------------------------------------------------

@@ -16,11 +16,20 @@ A catalog file (YAML or JSON) maps names to an images folder and an instances JS
       splits: {val: parts-check}  # optional: name a split differently (here parts-val -> parts-check)
 
 Relative paths resolve against the catalog file's folder. `category_map` says how model class
-indices become dataset category ids: `coco80` (the standard COCO 80-to-91 map, as upstream uses for
-COCO), `ordered` (class i is the dataset's i-th category by id), or `auto` (default: `coco80` when
-the category ids are COCO ids and the model has 80 classes, else `ordered`). A YOLO-format split is
-converted to COCO instances in memory (see ``prunebench.datasets.yolo``): category id = class index,
-so its map is always ``ordered``.
+indices become dataset category ids (:meth:`DatasetSpec.category_mapping`):
+
+* `names`: class i is the category with the model's i-th class name: exactly, else case-insensitively
+  (every category that has annotations must be matched, or the dataset is refused);
+* `coco80`: the standard COCO 80-to-91 map, as upstream uses for COCO;
+* `ordered`: class i is the dataset's i-th category by id; when there are more categories than
+  classes, categories without annotations (a Roboflow export's root category) are left out first;
+* `auto` (default): `names` when the model's class names match, else `coco80` when the category ids
+  are COCO ids and the model has 80 classes, else `ordered` (with a warning that names differ).
+
+A COCO instances file is checked when it is loaded (``prunebench.datasets.validate``): what can be
+normalised is, with a warning (``DatasetSpec.load_warnings``), the rest is a CatalogError. A YOLO-format
+split is converted to COCO instances in memory (see ``prunebench.datasets.yolo``): category id = class
+index, so its map is always ``ordered``, as upstream evaluates YOLO labels.
 
 Torch-free: the API lists datasets from here, workers resolve them from here.
 """
@@ -28,7 +37,8 @@ Torch-free: the API lists datasets from here, workers resolve them from here.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -38,8 +48,10 @@ import yaml
 from prunebench import DEMO_ASSETS
 from prunebench.contract import DatasetInfo
 from prunebench.datasets import yolo
+from prunebench.datasets.validate import InstancesError, listed, validate_instances
 
-CategoryMap = Literal["auto", "coco80", "ordered"]
+CategoryMap = Literal["auto", "coco80", "names", "ordered"]
+CATEGORY_MAPS: tuple[CategoryMap, ...] = ("auto", "coco80", "names", "ordered")
 DatasetFormat = Literal["coco", "yolo"]
 BUILTIN_ROOT = DEMO_ASSETS
 BUILTIN_DATASET = "shapes-val"
@@ -57,6 +69,16 @@ COCO80_TO_91: tuple[int, ...] = (
 
 class CatalogError(ValueError):
     """The catalog file, or an entry in it, is unusable."""
+
+
+@dataclass(frozen=True)
+class CategoryMapping:
+    """Which dataset category id each model class scores as (-1: none), how that was decided
+    (``mode``: names, names-case-insensitive, coco80 or ordered) and warnings about the choice."""
+
+    ids: list[int]
+    mode: str
+    warnings: list[str] = field(default_factory=list)
 
 
 class UnknownDataset(KeyError):
@@ -91,21 +113,33 @@ class DatasetSpec:
     yolo: YoloSplit | None = None
 
     @cached_property
-    def instances(self) -> dict[str, Any]:
-        """COCO instances (for a YOLO split: converted in memory, image sizes read from the headers)."""
+    def _validated(self) -> tuple[dict[str, Any], list[str]]:
         if self.yolo is not None:
             try:
-                return yolo.coco_instances(self.yolo.images, self.images_dir, self.yolo.data.names)
+                return yolo.coco_instances(self.yolo.images, self.images_dir, self.yolo.data.names), []
             except yolo.YoloFormatError as exc:
                 raise CatalogError(f"dataset {self.name!r}: {exc}") from exc
         try:
             with self.annotations.open("rb") as fh:
                 data = json.load(fh)
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, bad UTF-8
             raise CatalogError(f"dataset {self.name!r}: cannot read annotations: {exc}") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            raise CatalogError(f"dataset {self.name!r}: annotations are not COCO instances JSON")
-        return data
+        try:
+            checked = validate_instances(data)
+        except InstancesError as exc:
+            raise CatalogError(f"dataset {self.name!r} ({self.annotations.name}): {exc}") from exc
+        return checked.instances, checked.warnings
+
+    @property
+    def instances(self) -> dict[str, Any]:
+        """COCO instances, checked and normalised (``prunebench.datasets.validate``); for a YOLO split,
+        converted in memory (image sizes read from the headers). CatalogError when unusable."""
+        return self._validated[0]
+
+    @property
+    def load_warnings(self) -> list[str]:
+        """What loading the instances normalised (renumbered ids, defaulted fields), one sentence each."""
+        return list(self._validated[1])
 
     @property
     def category_ids(self) -> list[int]:
@@ -113,20 +147,82 @@ class DatasetSpec:
             return list(range(self.yolo.data.nc))  # known without converting (no image headers read)
         return sorted(int(c["id"]) for c in self.instances.get("categories", []))
 
-    def class_to_category(self, num_classes: int) -> list[int]:
-        """Category id for each model class index, per this dataset's category map."""
+    def class_to_category(self, classes: int | Sequence[str]) -> list[int]:
+        """Category id for each model class index (-1: not scored), per :meth:`category_mapping`."""
+        return self.category_mapping(classes).ids
+
+    def category_mapping(self, classes: int | Sequence[str]) -> CategoryMapping:
+        """How the model's classes (their names, or only their count) map to this dataset's categories.
+
+        ``auto``: by name when the names match (exactly, else case-insensitively), else by COCO's
+        80-to-91 ids for an 80-class model on COCO ids, else by order. CatalogError when the mode the
+        catalog asks for cannot apply.
+        """
+        names = None if isinstance(classes, int) else [str(n) for n in classes]
+        num_classes = classes if isinstance(classes, int) else len(classes)
         mode = self.category_map
+        if mode in ("auto", "names") and names is not None and self.yolo is None:
+            by_name = self._by_names(names)
+            if by_name is not None:
+                return by_name
+            if mode == "names":
+                raise CatalogError(f"dataset {self.name!r}: {self._name_mismatch(names)}")
+        if mode == "names":
+            raise CatalogError(f"dataset {self.name!r} maps classes by name, but the model's names are unknown")
+        note = [] if names is None or self.yolo is not None else [self._name_mismatch(names)]
         if mode == "auto":
             coco_ids = set(COCO80_TO_91)
             mode = "coco80" if num_classes == 80 and set(self.category_ids) <= coco_ids else "ordered"
         if mode == "coco80":
             if num_classes != 80:
                 raise CatalogError(f"dataset {self.name!r} uses the COCO 80-class map; model has {num_classes}")
-            return list(COCO80_TO_91)
+            return CategoryMapping(list(COCO80_TO_91), "coco80", [n + ": mapped by COCO's 80-to-91 ids" for n in note])
+        ids = self._ordered_ids(num_classes)
+        return CategoryMapping(
+            ids + [-1] * (num_classes - len(ids)), "ordered", [n + ": mapped by order of id" for n in note]
+        )
+
+    def _used_category_ids(self) -> set[int]:
+        return {int(a["category_id"]) for a in self.instances.get("annotations", [])}
+
+    def _by_names(self, names: list[str]) -> CategoryMapping | None:
+        """Classes mapped to the categories of the same name, when every annotated category is matched."""
+        categories = self.instances.get("categories", [])
+        used = self._used_category_ids()
+        for mode, norm in (("names", lambda s: s), ("names-case-insensitive", lambda s: s.strip().casefold())):
+            by_name: dict[str, list[int]] = {}
+            for c in categories:
+                by_name.setdefault(norm(str(c["name"])), []).append(int(c["id"]))
+            ids: list[int] = []
+            for name in names:
+                candidates = by_name.get(norm(name), [])
+                # Several categories of one name: the annotated one, if exactly one is.
+                if len(candidates) > 1:
+                    candidates = [c for c in candidates if c in used]
+                ids.append(candidates[0] if len(candidates) == 1 and candidates[0] not in ids else -1)
+            if any(i >= 0 for i in ids) and used <= set(ids):
+                return CategoryMapping(ids, mode)
+        return None
+
+    def _name_mismatch(self, names: list[str]) -> str:
+        folded = {n.strip().casefold() for n in names}
+        missing = [
+            str(c["name"])
+            for c in self.instances.get("categories", [])
+            if int(c["id"]) in self._used_category_ids() and str(c["name"]).strip().casefold() not in folded
+        ]
+        detail = f" (no class named {listed(missing)})" if missing else " (ambiguous names)"
+        return f"the model's class names do not match the dataset's category names{detail}"
+
+    def _ordered_ids(self, num_classes: int) -> list[int]:
         ids = self.category_ids
+        used = self._used_category_ids() if num_classes < len(ids) and self.yolo is None else set()
+        if used:
+            ids = [i for i in ids if i in used]  # e.g. a Roboflow export's root category (id 0, unused)
         if num_classes < len(ids):
-            raise CatalogError(f"model has {num_classes} classes but dataset {self.name!r} has {len(ids)} categories")
-        return ids + [-1] * (num_classes - len(ids))
+            what = "annotated categories" if used else "categories"
+            raise CatalogError(f"model has {num_classes} classes but dataset {self.name!r} has {len(ids)} {what}")
+        return ids
 
     def uses_coco_map(self, num_classes: int) -> bool:
         return self.class_to_category(num_classes) == list(COCO80_TO_91)
@@ -144,6 +240,7 @@ class DatasetSpec:
             or (self.category_map == "auto" and set(self.category_ids) <= set(COCO80_TO_91)),
             builtin=self.builtin,
             format=self.format,
+            warnings=self.load_warnings,
         )
 
     def _yolo_info(self, split: YoloSplit) -> DatasetInfo:
@@ -221,8 +318,8 @@ def _parse_entry(name: str, entry: Any, base: Path) -> DatasetSpec:
     if not isinstance(entry, dict) or "images" not in entry or "annotations" not in entry:
         raise CatalogError(f"catalog entry {name!r} needs 'images' and 'annotations' (or 'format: yolo')")
     category_map = entry.get("category_map", "auto")
-    if category_map not in ("auto", "coco80", "ordered"):
-        raise CatalogError(f"catalog entry {name!r}: category_map must be auto, coco80 or ordered")
+    if category_map not in CATEGORY_MAPS:
+        raise CatalogError(f"catalog entry {name!r}: category_map must be one of {', '.join(CATEGORY_MAPS)}")
     return DatasetSpec(
         name=name,
         images_dir=(base / str(entry["images"])).resolve(),

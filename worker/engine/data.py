@@ -10,12 +10,23 @@ shape. Both follow upstream's validation semantics (facts of its behaviour, reim
   when shrinking, INTER_LINEAR when enlarging;
 * rect batching: images sorted by aspect ratio h/w, consecutive runs of ``batch_size`` share one
   padded shape, a multiple of the model stride;
-* letterbox: centred, never upscaled, grey (114) border with the odd pixel split by ``round(d ± 0.1)``.
+* letterbox: centred, never upscaled, grey (114) border with the odd pixel split by ``round(d ± 0.1)``;
+* network size: an ``img_size`` that is not a multiple of the model's largest stride (at least 32) is
+  rounded up to one (upstream's ``check_img_size``: 300 -> 320 at stride 32, 352 -> 384 at stride 64);
+* corrupt images are skipped with a warning, as upstream's dataset check skips them: Pillow cannot
+  read or verify the file, or a JPEG lacks its end-of-image marker (truncated; OpenCV would decode it
+  partially with a warning on stderr only). Upstream rewrites such a JPEG in place; files here are
+  never modified, so it is skipped.
+
+Every image whose decoded size differs from the ``width``/``height`` its JSON entry gives (an
+EXIF-rotated photo annotated in the stored frame, a resized copy) is named in a warning: its boxes
+are then in another frame than the image and its score is not meaningful.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +76,7 @@ class DecodedDataset:
     name: str
     img_size: int
     images: list[DecodedImage]
+    warnings: list[str] = field(default_factory=list)  # skipped files, size mismatches (one sentence each)
 
     @property
     def image_ids(self) -> list[int]:
@@ -101,6 +113,74 @@ def resize_long_side(image: np.ndarray, img_size: int) -> np.ndarray:
     # INTER_AREA avoids aliasing when shrinking; upstream uses it for validation downscales only.
     interp = cv2.INTER_LINEAR if r > 1 else cv2.INTER_AREA
     return cv2.resize(image, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=interp)
+
+
+def network_size(img_size: int, max_stride: float) -> int:
+    """``img_size`` rounded up to a multiple of ``max(max_stride, 32)`` (upstream's ``check_img_size``)."""
+    grid = grid_stride(max_stride)
+    return math.ceil(img_size / grid) * grid
+
+
+JPEG_EOI = b"\xff\xd9"
+
+
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable image (None: it is): unreadable by Pillow, fails its verify, or a
+    JPEG without its end-of-image marker. Raises DatasetError when the file does not exist."""
+    from PIL import Image  # workers only; lazily, like the YOLO converter's header reads
+
+    if not path.is_file():
+        raise DatasetError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            kind = image.format
+            image.verify()
+        if kind in ("JPEG", "MPO"):
+            with path.open("rb") as fh:
+                fh.seek(-len(JPEG_EOI), os.SEEK_END)
+                if fh.read() != JPEG_EOI:
+                    return "truncated JPEG (no end-of-image marker)"
+    except Exception as exc:  # Pillow raises many kinds (OSError, SyntaxError, ValueError, ...)
+        return f"corrupt ({type(exc).__name__}: {str(exc)[:80]})"
+    return None
+
+
+def _usable(entries: list[dict[str, Any]], paths: list[Path], warnings: list[str]) -> list[int]:
+    """Positions of the images to evaluate; a warning names the skipped ones."""
+    problems = [(i, image_problem(path)) for i, path in enumerate(paths)]
+    skipped = [(paths[i].name, why) for i, why in problems if why is not None]
+    if skipped:
+        shown = "; ".join(f"{name}: {why}" for name, why in skipped[:SHOWN_FILES])
+        more = f"; and {len(skipped) - SHOWN_FILES} more" if len(skipped) > SHOWN_FILES else ""
+        warnings.append(f"skipped {len(skipped)} corrupt image(s), not evaluated: {shown}{more}")
+    kept = [i for i, why in problems if why is None]
+    if not kept:
+        raise DatasetError(f"no usable image: all {len(entries)} are corrupt")
+    return kept
+
+
+def _size_mismatches(images: Sequence[DecodedImage], entries: Sequence[dict[str, Any]]) -> list[str]:
+    """One warning naming the images whose decoded (h, w) is not the JSON's (height, width)."""
+    found = []
+    for image, entry in zip(images, entries, strict=True):
+        stated = (int(entry.get("height", 0)), int(entry.get("width", 0)))
+        if stated != image.orig_hw:
+            rotated = " (EXIF rotation?)" if stated == image.orig_hw[::-1] else ""
+            found.append(
+                f"{image.file_name}: JSON {stated[1]}x{stated[0]}, decoded {image.orig_hw[1]}x{image.orig_hw[0]}"
+                + rotated
+            )
+    if not found:
+        return []
+    more = f"; and {len(found) - SHOWN_FILES} more" if len(found) > SHOWN_FILES else ""
+    return [
+        f"{len(found)} image(s) decode at another size than their width/height in the annotations, so their "
+        f"boxes are likely in another frame and their scores wrong: {'; '.join(found[:SHOWN_FILES])}{more}"
+    ]
+
+
+SHOWN_FILES = 10
+"""How many files a warning names."""
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -154,6 +234,9 @@ def decode_dataset(
     entries = _select_images(spec.instances, max_images)
     truths = _truths_by_image(spec.instances)
     paths = [spec.images_dir / str(e["file_name"]) for e in entries]
+    warnings: list[str] = []
+    kept = _usable(entries, paths, warnings)
+    entries, paths = [entries[i] for i in kept], [paths[i] for i in kept]
 
     def load(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         image = read_image(path)
@@ -175,8 +258,9 @@ def decode_dataset(
         )
         for position, entry in enumerate(entries)
     ]
+    warnings.extend(_size_mismatches(images, entries))
     order = aspect_order([im.orig_hw for im in images])
-    return DecodedDataset(name=spec.name, img_size=img_size, images=[images[i] for i in order])
+    return DecodedDataset(name=spec.name, img_size=img_size, images=[images[i] for i in order], warnings=warnings)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -61,11 +61,11 @@ from prunebench.contract import (
     RunResult,
     SpeedMs,
 )
-from prunebench.datasets.catalog import CatalogError, DatasetSpec
+from prunebench.datasets.catalog import CatalogError, CategoryMapping, DatasetSpec
 from prunebench.infra.files import sha256_file
 from prunebench.worker.engine import artifacts, measure, pruning, runtimes
 from prunebench.worker.engine.checkpoints import LoadedModel, load_model
-from prunebench.worker.engine.data import DecodedDataset, decode_dataset, grid_stride
+from prunebench.worker.engine.data import DecodedDataset, decode_dataset, grid_stride, network_size
 from prunebench.worker.engine.decode_cache import DecodeCache
 from prunebench.worker.engine.device import environment, resolve_device, use_half
 from prunebench.worker.engine.evaluate import EVAL_SHARE, EvalConfig, EvalOutput, evaluate
@@ -93,7 +93,7 @@ class _Job:
     loaded: LoadedModel
     dense: nn.Module  # fused float32 model on the job's device; never evaluated or pruned itself, only copied
     unfused: nn.Module  # the same before fusing (BatchNorm present): what channel pruning copies
-    decoded: DecodedDataset
+    decoded: DecodedDataset  # its warnings (skipped images, size mismatches) go into every point's result
     class_map: list[int]
     scorer: CocoScorer  # the job's COCOeval, ground truth indexed once for every point
     device: torch.device
@@ -163,12 +163,45 @@ def _check_stop(reporter: Reporter) -> None:
 
 def _class_map(dataset: DatasetSpec, loaded: LoadedModel) -> list[int]:
     try:
-        class_map = dataset.class_to_category(loaded.nc)
+        # By name when the model's class names match the categories' (see DatasetSpec.category_mapping).
+        class_map = dataset.class_to_category(_class_names(loaded.names, loaded.nc))
     except CatalogError as exc:
         raise PipelineError(f"checkpoint does not fit dataset {dataset.name!r}: {exc}") from None
     if not any(c >= 0 for c in class_map):
         raise PipelineError(f"no model class maps to a category of dataset {dataset.name!r}")
     return class_map
+
+
+def _class_names(names: list[str], nc: int) -> list[str] | int:
+    """The model's class names, or only their count when the names are not one per class."""
+    return names if len(names) == nc else nc
+
+
+CONF_COMPARABLE = 0.001
+"""Upstream val.py's default conf_thres: mAP at a higher threshold is not comparable (upstream warns)."""
+
+
+def _network_request(request: JobRequest, max_stride: float) -> JobRequest:
+    """``request`` at the network size the model takes (img_size rounded up to its largest stride)."""
+    size = network_size(request.img_size, max_stride)
+    return request if size == request.img_size else request.model_copy(update={"img_size": size})
+
+
+def settings_warnings(request: JobRequest, max_stride: float) -> list[str]:
+    """Warnings about the evaluation settings: img_size rounded to the stride, conf_thres too high."""
+    found = []
+    size = network_size(request.img_size, max_stride)
+    if size != request.img_size:
+        found.append(
+            f"img_size {request.img_size} is not a multiple of the model's largest stride "
+            f"{grid_stride(max_stride)}: evaluated at {size}, as upstream rounds it"
+        )
+    if request.conf_thres > CONF_COMPARABLE:
+        found.append(
+            f"conf_thres {request.conf_thres:g} > {CONF_COMPARABLE:g}: mAP is not comparable to upstream's "
+            "(it needs the low-confidence detections; upstream warns the same)"
+        )
+    return found
 
 
 def _decoding_progress(reporter: Reporter, runs_total: int, name: str) -> Callable[[int, int], None]:
@@ -212,6 +245,7 @@ def _setup(
     points = request.sweep()
     reporter.progress(_progress(None, "loading", 0, len(points)))
     loaded = load_model(checkpoint_path)
+    request = _network_request(request, max(loaded.stride, default=32.0))
     class_map = _class_map(dataset, loaded)
     device = resolve_device(request.device)
     if request.finetune is not None and train_dataset is None:
@@ -587,6 +621,7 @@ def _run_point(job: _Job, run_index: int) -> RunResult:
         onnx=onnx_report,
         latency=latency,
         recovery=_recovery(job, before, metrics, steps, tuned) if before is not None else None,
+        warnings=list(job.decoded.warnings),
     )
 
 
@@ -610,6 +645,7 @@ def deltas(run: RunResult, dense: RunResult) -> RunDeltas:
 
 
 def _settings(request: JobRequest, device: torch.device, half: bool) -> dict[str, Any]:
+    """The settings the points ran with (``request`` already at its network size)."""
     settings = request.eval_settings().model_dump()
     settings.update(
         device=str(device),
@@ -688,15 +724,34 @@ def assemble_result(
         for run in runs:
             run.deltas = deltas(run, dense)
     device = resolve_device(request.device)
+    max_stride = max(checkpoint_info.stride or [32.0])
+    mapping = _mapping(dataset, checkpoint_info)
+    settings = _settings(_network_request(request, max_stride), device, use_half(request.half, device))
+    settings.update(requested_img_size=request.img_size, category_map=mapping.mode)
+    warnings = [
+        *dataset.load_warnings,
+        *mapping.warnings,
+        *settings_warnings(request, max_stride),
+        *(w for run in runs for w in run.warnings),
+    ]
     return JobResult(
         job_id=job_id,
         checkpoint=checkpoint_info,
         dataset=dataset.info(),
-        settings=_settings(request, device, use_half(request.half, device)),
+        settings=settings,
         environment=environment(device, worker),
         runs=runs,
         created_at=datetime.now(UTC),
+        warnings=list(dict.fromkeys(warnings)),  # each once, though every point reports the decode's
     )
+
+
+def _mapping(dataset: DatasetSpec, info: CheckpointInfo) -> CategoryMapping:
+    """The class -> category mapping the job used (decided the same way in ``_setup``)."""
+    try:
+        return dataset.category_mapping(_class_names(info.class_names, info.num_classes))
+    except CatalogError:  # the points ran, so the mapping applied; only its description is lost
+        return CategoryMapping([], "unknown")
 
 
 def drop_training_state(artifacts_dir: Path | None) -> None:

@@ -13,8 +13,10 @@ Two implementations, chosen by the job's ``scorer`` (contract ``ScorerName``):
   upstream's reference predictions to 1e-9 or better (``tests/engine/test_scorers.py``); 2-5x faster.
 * ``pycocotools``: the reference implementation upstream ``val.py`` calls.
 
-Both evaluate over exactly the given image ids (upstream restricts COCOeval to the evaluated images),
-and both return all zeros when there is nothing to score (neither library accepts an empty result list).
+Both evaluate over exactly the given image ids (upstream restricts COCOeval to the evaluated images).
+Neither library accepts an empty result list, so a point with no detection at all gets what COCOeval's
+rules give for it: 0 for every stat whose area range has ground truth, -1 ("no such objects") for one
+that has none (e.g. ``map_small`` / ``ar_small`` on a dataset without small objects), as at any other point.
 ``process`` takes ownership of the records: the libraries annotate them in place (``area``, ``id``).
 """
 
@@ -30,6 +32,24 @@ from typing import Any, ClassVar
 from prunebench.contract import SCORER_NAMES, ScorerName
 
 COCO_STATS = 12
+AREA_RANGES = {"all": (0.0, 1e10), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
+"""pycocotools' bbox area ranges (pixels², both ends inclusive)."""
+STAT_AREAS = ("all", "all", "all", "small", "medium", "large", "all", "all", "all", "small", "medium", "large")
+"""The area range each of the 12 stats is taken over, in pycocotools' order."""
+
+
+def empty_stats(instances: dict[str, Any], image_ids: Sequence[int]) -> list[float]:
+    """COCOeval's 12 stats with no detection: 0 where the range has non-crowd ground truth among
+    ``image_ids`` and the categories, -1 where it has none (pycocotools' summarize rule)."""
+    wanted = {int(i) for i in image_ids}
+    categories = {int(c["id"]) for c in instances.get("categories", [])}
+    areas = [
+        float(a["area"])
+        for a in instances.get("annotations", [])
+        if int(a["image_id"]) in wanted and int(a["category_id"]) in categories and not a.get("iscrowd", 0)
+    ]
+    present = {name: any(lo <= area <= hi for area in areas) for name, (lo, hi) in AREA_RANGES.items()}
+    return [0.0 if present[name] else -1.0 for name in STAT_AREAS]
 
 
 class CocoScorer(ABC):
@@ -37,8 +57,9 @@ class CocoScorer(ABC):
 
     name: ClassVar[ScorerName]
 
-    def __init__(self) -> None:
+    def __init__(self, instances: dict[str, Any]) -> None:
         self._records: list[dict[str, Any]] = []
+        self._instances = instances  # read only: what an evaluation without detections is scored against
 
     def reset(self) -> None:
         """Forget the records of the previous point."""
@@ -49,9 +70,9 @@ class CocoScorer(ABC):
         self._records.extend(records)
 
     def evaluate(self, image_ids: Sequence[int]) -> list[float]:
-        """The 12 COCOeval bbox stats over ``image_ids``; zeros when no record was processed."""
+        """The 12 COCOeval bbox stats over ``image_ids`` (:func:`empty_stats` when no record was processed)."""
         if not self._records:
-            return [0.0] * COCO_STATS
+            return empty_stats(self._instances, image_ids)
         stats = self._stats(self._records, sorted({int(i) for i in image_ids}))
         if len(stats) != COCO_STATS:
             raise RuntimeError(f"{self.name} returned {len(stats)} stats, expected {COCO_STATS}")
@@ -67,7 +88,7 @@ class PycocotoolsScorer(CocoScorer):
     name = "pycocotools"
 
     def __init__(self, instances: dict[str, Any]) -> None:
-        super().__init__()
+        super().__init__(instances)
         from pycocotools.coco import COCO
 
         self.gt = COCO()
@@ -94,7 +115,7 @@ class FasterCocoEvalScorer(CocoScorer):
     name = "faster_coco_eval"
 
     def __init__(self, instances: dict[str, Any]) -> None:
-        super().__init__()
+        super().__init__(instances)
         from faster_coco_eval import COCO
 
         # Its evaluate() marks ground-truth annotations (`ignore`): give it a copy, not the job's dict.
