@@ -25,7 +25,7 @@ from prunebench.cli.arguments import (
 )
 from prunebench.cli.render import format_result_table, progress_line
 from prunebench.contract import PRUNE_METHODS, SCORER_NAMES, JobRequest, Progress
-from prunebench.datasets.catalog import DatasetSpec
+from prunebench.datasets.catalog import CATEGORY_MAPS, DatasetSpec
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -56,7 +56,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         checkpoint = _checkpoint_file(args)
         catalog = _catalog(args)
-        dataset = _dataset(args, catalog)
+        dataset = _loaded(_dataset(args, catalog))
         request = _request(args, checkpoint, dataset)
         train_dataset = _named_dataset(getattr(args, "finetune", None), catalog, "training")
         calibration_dataset = _named_dataset(request.calibration.dataset, catalog, "calibration")
@@ -90,6 +90,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     data = result.model_dump(mode="json")
     print(json.dumps(data, indent=2) if args.json else format_result_table(data))
+    for warning in result.warnings:
+        say(f"warning: {warning}")
     return 0
 
 
@@ -116,13 +118,24 @@ def _catalog(args: argparse.Namespace) -> dict[str, DatasetSpec]:
     return catalog
 
 
+def _loaded(dataset: DatasetSpec) -> DatasetSpec:
+    """``dataset`` with its annotations read and validated now, before any inference."""
+    from prunebench.datasets.catalog import CatalogError
+
+    try:
+        dataset.info()
+    except CatalogError as exc:
+        raise UsageError(str(exc)) from exc
+    return dataset
+
+
 def _named_dataset(name: str | None, catalog: dict[str, DatasetSpec], role: str) -> DatasetSpec | None:
     """The catalog dataset the job names for ``role`` (training, calibration), or None when it names none."""
     if name is None:
         return None
     if name not in catalog:
         raise UsageError(f"unknown {role} dataset {name!r}")
-    return catalog[name]
+    return _loaded(catalog[name])
 
 
 def _dataset(args: argparse.Namespace, catalog: dict[str, DatasetSpec]) -> DatasetSpec:
@@ -158,6 +171,9 @@ def _request(args: argparse.Namespace, checkpoint: Path, dataset: DatasetSpec) -
         "batch_size": args.batch_size,
         "device": args.device,
         "max_images": args.max_images,
+        "conf_thres": args.conf_thres,
+        "iou_thres": args.iou_thres,
+        "max_det": args.max_det,
         "scorer": args.scorer,
         "include_dense": not args.no_dense,
         "save_models": args.save_dir is not None,
@@ -187,7 +203,12 @@ def add_eval_command(sub: Any) -> None:
     where.add_argument("--data", help="a YOLOv5 data.yaml: evaluate its --split; its splits are dataset names too")
     ev.add_argument("--split", default="val", help="the --data split to evaluate (default val)")
     ev.add_argument("--annotations", help="COCO instances JSON (with --images)")
-    ev.add_argument("--category-map", choices=["auto", "coco80", "ordered"], default="auto")
+    ev.add_argument(
+        "--category-map",
+        choices=CATEGORY_MAPS,
+        default="auto",
+        help="how model classes map to category ids (auto: by name when the names match; see README)",
+    )
     points = ev.add_mutually_exclusive_group()
     points.add_argument("--sparsity", type=float)
     points.add_argument("--sparsities", type=parse_sparsities, default=[0.2, 0.3], help="e.g. 0.2,0.3,0.5")
@@ -199,6 +220,11 @@ def add_eval_command(sub: Any) -> None:
     ev.add_argument("--img-size", type=int, default=640)
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-images", type=int, default=None)
+    ev.add_argument(
+        "--conf-thres", type=float, default=0.001, help="NMS confidence threshold (above 0.001: mAP not comparable)"
+    )
+    ev.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold (default 0.6, as upstream val.py)")
+    ev.add_argument("--max-det", type=int, default=300, help="most detections per image (default 300)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--scorer", choices=SCORER_NAMES, default="faster_coco_eval", help="COCOeval implementation")
     ev.add_argument("--save-dir", type=Path, default=None, help="keep each pruned model here")

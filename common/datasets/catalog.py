@@ -169,7 +169,8 @@ class DatasetSpec:
                 raise CatalogError(f"dataset {self.name!r}: {self._name_mismatch(names)}")
         if mode == "names":
             raise CatalogError(f"dataset {self.name!r} maps classes by name, but the model's names are unknown")
-        note = [] if names is None or self.yolo is not None else [self._name_mismatch(names)]
+        # Only `auto` falls back from names; an explicit coco80 / ordered is the operator's choice.
+        note = [self._name_mismatch(names)] if mode == "auto" and names is not None and self.yolo is None else []
         if mode == "auto":
             coco_ids = set(COCO80_TO_91)
             mode = "coco80" if num_classes == 80 and set(self.category_ids) <= coco_ids else "ordered"
