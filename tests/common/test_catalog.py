@@ -9,6 +9,7 @@ from prunebench.datasets.catalog import (
     BUILTIN_DATASET,
     COCO80_TO_91,
     CatalogError,
+    DatasetSpec,
     UnknownDataset,
     load_catalog,
     resolve_dataset,
@@ -93,3 +94,65 @@ def test_unreadable_annotations(tmp_path: Path) -> None:
     spec = resolve_dataset(load_catalog(tmp_path / "c.yaml"), "d")
     with pytest.raises(CatalogError, match="annotations"):
         spec.info()
+
+
+SHAPES = ["person", "bicycle", "car", "motorcycle", "airplane"]
+
+
+def labelled(path: Path, categories: list[dict], used: list[int]) -> DatasetSpec:
+    """A one-image dataset with one box per category id in ``used``."""
+    anns = [
+        {"id": k + 1, "image_id": 1, "category_id": c, "bbox": [0, 0, 5, 5], "area": 25, "iscrowd": 0}
+        for k, c in enumerate(used)
+    ]
+    images = [{"id": 1, "file_name": "1.jpg", "width": 10, "height": 10}]
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": categories}))
+    return DatasetSpec(name="d", images_dir=path.parent, annotations=path)
+
+
+def test_classes_map_by_name_when_category_ids_are_alphabetical(tmp_path: Path) -> None:
+    # A labelling tool numbered the categories alphabetically: airplane=1, bicycle=2, car=3, ...
+    alphabetical = {name: i for i, name in enumerate(sorted(SHAPES), start=1)}
+    cats = [{"id": i, "name": n} for n, i in alphabetical.items()]
+    spec = labelled(tmp_path / "i.json", cats, list(alphabetical.values()))
+    mapping = spec.category_mapping(SHAPES)
+    assert mapping.mode == "names" and mapping.warnings == []
+    assert mapping.ids == [alphabetical[n] for n in SHAPES]  # person -> 5, not 1
+    # Only the count known (no names): by order, as before.
+    assert spec.class_to_category(5) == [1, 2, 3, 4, 5]
+
+
+def test_names_match_case_insensitively_and_extra_model_classes_score_nothing(tmp_path: Path) -> None:
+    cats = [{"id": 10, "name": "Car "}, {"id": 20, "name": "PERSON"}]
+    spec = labelled(tmp_path / "i.json", cats, [10, 20])
+    mapping = spec.category_mapping(SHAPES)
+    assert mapping.mode == "names-case-insensitive"
+    assert mapping.ids == [20, -1, 10, -1, -1]
+
+
+def test_roboflow_root_category_does_not_block_evaluation(tmp_path: Path) -> None:
+    # Roboflow's COCO export: category 0 is the dataset itself, supercategory of the others, never used.
+    cats = [{"id": 0, "name": "shapes-xyz", "supercategory": "none"}] + [
+        {"id": i, "name": n, "supercategory": "shapes-xyz"} for i, n in enumerate(SHAPES, start=1)
+    ]
+    spec = labelled(tmp_path / "i.json", cats, [1, 2, 3, 4, 5])
+    assert spec.category_mapping(SHAPES).ids == [1, 2, 3, 4, 5]
+    # Names that do not match: by order of id, the unused root left out, with a warning.
+    mapping = spec.category_mapping([f"class{i}" for i in range(5)])
+    assert (mapping.mode, mapping.ids) == ("ordered", [1, 2, 3, 4, 5])
+    assert mapping.warnings and "no class named 'person'" in mapping.warnings[0]
+
+
+def test_explicit_names_map_refuses_names_that_do_not_match(tmp_path: Path) -> None:
+    spec = labelled(tmp_path / "i.json", [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}], [1, 2])
+    named = DatasetSpec(name="d", images_dir=tmp_path, annotations=spec.annotations, category_map="names")
+    with pytest.raises(CatalogError, match="no class named 'dog'"):
+        named.class_to_category(["cat", "bird"])
+    assert named.class_to_category(["dog", "cat"]) == [2, 1]
+
+
+def test_partial_name_match_falls_back_to_order_with_a_warning(tmp_path: Path) -> None:
+    spec = labelled(tmp_path / "i.json", [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}], [1, 2])
+    mapping = spec.category_mapping(["dog", "bird"])
+    assert (mapping.mode, mapping.ids) == ("ordered", [1, 2])
+    assert "no class named 'cat'" in mapping.warnings[0]
