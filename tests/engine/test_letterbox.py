@@ -195,7 +195,14 @@ def test_decode_missing_image_is_a_clear_error(tmp_path: Path) -> None:
         decode_dataset(spec, 64)
 
 
-def test_decode_corrupt_image_is_a_clear_error(tmp_path: Path) -> None:
-    spec = _dataset(tmp_path, {"a.png": (40, 80), "bad.jpg": b"not an image"}, annotated=set())
-    with pytest.raises(DatasetError, match=r"cannot decode image: .*bad\.jpg"):
+def test_decode_skips_a_corrupt_image_with_a_warning(tmp_path: Path) -> None:
+    spec = _dataset(tmp_path, {"a.png": (40, 80), "bad.jpg": b"not an image"}, annotated={"bad.jpg"})
+    decoded = decode_dataset(spec, 64)
+    assert [im.file_name for im in decoded.images] == ["a.png"] and decoded.instances == 0
+    assert decoded.warnings[0].startswith("skipped 1 corrupt image(s), not evaluated: bad.jpg: corrupt")
+
+
+def test_decode_refuses_a_split_with_no_usable_image(tmp_path: Path) -> None:
+    spec = _dataset(tmp_path, {"bad.jpg": b"not an image"}, annotated=set())
+    with pytest.raises(DatasetError, match="all 1 are corrupt"):
         decode_dataset(spec, 64)

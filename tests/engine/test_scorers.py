@@ -69,9 +69,23 @@ def test_a_scorer_is_reusable_across_points_and_leaves_the_dataset_alone(instanc
     assert instances == before
 
 
-def test_nothing_to_score_is_all_zeros(instances: dict) -> None:
+def _large_only(instances: dict) -> dict:
+    return {**instances, "annotations": [a for a in instances["annotations"] if a["area"] > 96**2]}
+
+
+@pytest.mark.parametrize("keep", ["all", "large only"])
+def test_nothing_to_score_is_what_cocoeval_gives_a_detection_that_matches_nothing(instances: dict, keep: str) -> None:
+    """No detection at all: 0 where an area range has ground truth, -1 ("no such objects") where it has
+    none, exactly as pycocotools scores a lone false positive (it refuses an empty result list)."""
+    truth = instances if keep == "all" else _large_only(instances)
+    image_ids = [int(e["id"]) for e in truth["images"]][:10]
+    miss = [{"image_id": image_ids[0], "category_id": 1, "bbox": [0.0, 0.0, 0.5, 0.5], "score": 0.01}]
+    cocoeval = make_scorer("pycocotools", truth)
+    cocoeval.process(miss)
+    expected = cocoeval.evaluate(image_ids)
+    assert expected.count(-1.0) == (0 if keep == "all" else 4)  # small and medium AP and AR
     for name in SCORER_NAMES:
-        assert make_scorer(name, instances).evaluate([1, 2]) == [0.0] * 12  # type: ignore[arg-type]
+        assert make_scorer(name, truth).evaluate(image_ids) == expected  # type: ignore[arg-type]
 
 
 def test_scores_only_the_given_images(instances: dict) -> None:
