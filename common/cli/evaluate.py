@@ -90,8 +90,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     data = result.model_dump(mode="json")
     print(json.dumps(data, indent=2) if args.json else format_result_table(data))
-    for warning in result.warnings:
-        say(f"warning: {warning}")
     return 0
 
 

@@ -69,7 +69,8 @@ def format_result_table(result: Mapping[str, Any]) -> str:
     """A plain-text table of a JobResult: a title, the device, then one row per sparsity point.
 
     Columns: target sparsity, achieved sparsity, mAP@.5:.95, mAP@.5, Δ mAP vs the dense baseline,
-    total ms/image, images/s, nonzero/total params, size on disk.
+    total ms/image, images/s, nonzero/total params, size on disk. The result's warnings (data
+    normalised or skipped, settings adjusted) follow, one ``warning:`` line each.
     """
     runs = list(result.get("runs") or [])
     dense = next((r for r in runs if float(r.get("sparsity_target", -1)) == 0.0), None)
@@ -77,6 +78,7 @@ def format_result_table(result: Mapping[str, Any]) -> str:
     lines = [*_result_title(result), table(RESULT_HEADERS, rows, [True] * len(RESULT_HEADERS))]
     lines.extend(_latency_lines(runs))
     lines.extend(_recovery_lines(runs))
+    lines.extend(f"warning: {w}" for w in result.get("warnings") or [])
     return "\n".join(lines)
 
 

@@ -287,3 +287,8 @@ def test_recovered_points_get_a_before_and_after_table() -> None:
     row = text.splitlines()[-1].split()
     assert row == ["0.30", "bn_recalibration", "+", "finetune", "0.0123", "0.2500", "0.0300", "0.4500", "10", "512.3"]
     assert "recovery" not in format_result_table(RESULT)
+
+
+def test_result_warnings_follow_the_table() -> None:
+    text = format_result_table({"runs": [], "warnings": ["annotation ids repeat: renumbered 1..74 in file order"]})
+    assert text.splitlines()[-1] == "warning: annotation ids repeat: renumbered 1..74 in file order"

@@ -153,6 +153,8 @@ def test_pipeline_rejects_class_mismatch(tmp_path: Path) -> None:
     spec = builtin_datasets()["shapes-val"]
     instances = dict(spec.instances)
     instances["categories"] = [{"id": i, "name": str(i)} for i in range(1, 100)]  # 99 categories > 80 classes
+    # ... all of them annotated (unused categories, e.g. a Roboflow root, do not block evaluation).
+    instances["annotations"] = [{**a, "category_id": k % 99 + 1} for k, a in enumerate(instances["annotations"])]
     path = tmp_path / "instances.json"
     path.write_text(json.dumps(instances))
     wide = DatasetSpec(name="wide", images_dir=spec.images_dir, annotations=path, category_map="ordered")
