@@ -132,7 +132,7 @@ def _images(raw: Any) -> tuple[list[dict[str, Any]], dict[Any, int] | None]:
         return images, None
     # pycocotools takes string ids; the engine numbers images, so map every id (keeping str "1" != int 1).
     renumber = {(type(im["id"]), im["id"]): k for k, im in enumerate(images, start=1)}
-    return [{**im, "id": renumber[(type(im["id"]), im["id"])]} for im in images], renumber  # type: ignore[misc]
+    return [{**im, "id": renumber[(type(im["id"]), im["id"])]} for im in images], renumber
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def _annotations(
 def _renumber(annotations: list[dict[str, Any]], warnings: list[str]) -> None:
     """Ids 1..N in file order unless every id is a unique positive integer (pycocotools keys its index by
     id, so a repeated id overwrites ground truth, and its matcher treats id 0 as "unmatched")."""
-    ids = [ann.get("id") for ann in annotations]
+    ids: list[Any] = [ann.get("id") for ann in annotations]
     usable = all(_is_int(i) and i > 0 for i in ids)
     if usable and len(set(ids)) == len(ids):
         return
