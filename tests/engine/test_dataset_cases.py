@@ -19,7 +19,7 @@ import pytest
 from prunebench.contract import JobRequest, JobResult
 from prunebench.datasets.catalog import DatasetSpec
 from prunebench.worker.engine.data import decode_dataset, network_size
-from prunebench.worker.engine.pipeline import run_local
+from prunebench.worker.engine.pipeline import run_local, settings_warnings
 from tests.support.paths import DEMO_CHECKPOINT, DEMO_DIR
 
 CASES = Path(__file__).resolve().parents[1] / "fixtures" / "cases" / "datasets"
@@ -110,6 +110,13 @@ def test_network_size_rounds_up_to_the_largest_stride() -> None:
     assert network_size(320, 32) == 320
     assert network_size(352, 64) == 384  # P6 models
     assert network_size(100, 8) == 128  # never a grid below 32
+
+
+def test_p6_sizes_round_to_stride_64_and_say_so() -> None:
+    request = JobRequest(checkpoint="c.pt", dataset="case", sparsity=0.0, img_size=352)
+    [warning] = settings_warnings(request, 64.0)
+    assert "largest stride 64: evaluated at 384" in warning
+    assert settings_warnings(request.model_copy(update={"img_size": 384}), 64.0) == []
 
 
 def no_small_objects() -> dict[str, Any]:

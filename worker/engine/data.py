@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,9 +146,10 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
-def _usable(entries: list[dict[str, Any]], paths: list[Path], warnings: list[str]) -> list[int]:
+def _usable(entries: list[dict[str, Any]], paths: list[Path], warnings: list[str], workers: int) -> list[int]:
     """Positions of the images to evaluate; a warning names the skipped ones."""
-    problems = [(i, image_problem(path)) for i, path in enumerate(paths)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # file reads: threads overlap the I/O
+        problems = list(enumerate(pool.map(image_problem, paths)))
     skipped = [(paths[i].name, why) for i, why in problems if why is not None]
     if skipped:
         shown = "; ".join(f"{name}: {why}" for name, why in skipped[:SHOWN_FILES])
@@ -235,7 +237,7 @@ def decode_dataset(
     truths = _truths_by_image(spec.instances)
     paths = [spec.images_dir / str(e["file_name"]) for e in entries]
     warnings: list[str] = []
-    kept = _usable(entries, paths, warnings)
+    kept = _usable(entries, paths, warnings, workers)
     entries, paths = [entries[i] for i in kept], [paths[i] for i in kept]
 
     def load(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
