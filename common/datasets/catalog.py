@@ -217,9 +217,21 @@ class DatasetSpec:
 
     def _ordered_ids(self, num_classes: int) -> list[int]:
         ids = self.category_ids
-        used = self._used_category_ids() if num_classes < len(ids) and self.yolo is None else set()
+        if self.yolo is not None:
+            return self._fitting(ids, num_classes, used=set())
+        # A Roboflow export's root category (id 0, named after the dataset, the supercategory of the
+        # others, never annotated) is not a class: it never takes a class index.
+        used = self._used_category_ids()
+        categories = self.instances.get("categories", [])
+        parents = {str(c.get("supercategory")) for c in categories}
+        roots = {int(c["id"]) for c in categories if str(c["name"]) in parents and int(c["id"]) not in used}
+        ids = [i for i in ids if i not in roots]
+        return self._fitting(ids, num_classes, used if num_classes < len(ids) else set())
+
+    def _fitting(self, ids: list[int], num_classes: int, used: set[int]) -> list[int]:
+        """``ids`` without the unannotated ones when there are too many for the classes (and some are used)."""
         if used:
-            ids = [i for i in ids if i in used]  # e.g. a Roboflow export's root category (id 0, unused)
+            ids = [i for i in ids if i in used]
         if num_classes < len(ids):
             what = "annotated categories" if used else "categories"
             raise CatalogError(f"model has {num_classes} classes but dataset {self.name!r} has {len(ids)} {what}")

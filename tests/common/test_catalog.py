@@ -141,6 +141,8 @@ def test_roboflow_root_category_does_not_block_evaluation(tmp_path: Path) -> Non
     mapping = spec.category_mapping([f"class{i}" for i in range(5)])
     assert (mapping.mode, mapping.ids) == ("ordered", [1, 2, 3, 4, 5])
     assert mapping.warnings and "no class named 'person'" in mapping.warnings[0]
+    # The root never takes a class index, even when there are classes enough for it.
+    assert spec.category_mapping([f"class{i}" for i in range(6)]).ids == [1, 2, 3, 4, 5, -1]
 
 
 def test_explicit_names_map_refuses_names_that_do_not_match(tmp_path: Path) -> None:

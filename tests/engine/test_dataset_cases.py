@@ -19,7 +19,7 @@ import pytest
 from prunebench.contract import JobRequest, JobResult
 from prunebench.datasets.catalog import DatasetSpec
 from prunebench.worker.engine.data import decode_dataset, network_size
-from prunebench.worker.engine.pipeline import run_local, settings_warnings
+from prunebench.worker.engine.pipeline import PipelineError, run_local, settings_warnings
 from tests.support.paths import DEMO_CHECKPOINT, DEMO_DIR
 
 CASES = Path(__file__).resolve().parents[1] / "fixtures" / "cases" / "datasets"
@@ -52,6 +52,11 @@ def test_reference_scores_the_issue_value_by_name_without_warnings(reference: Jo
     assert reference.runs[0].metrics.map == pytest.approx(REFERENCE_MAP, abs=5e-5)
     assert reference.warnings == [] and reference.runs[0].warnings == []
     assert reference.settings["category_map"] == "names"  # the demo model's COCO names match the shapes'
+
+
+def test_a_job_on_duplicate_image_ids_fails_before_any_model_or_image_work() -> None:
+    with pytest.raises(PipelineError, match=r"\(a_duplicate_image_ids.json\): duplicate image ids 1, 2, 3"):
+        run(CASES / "a_duplicate_image_ids.json")
 
 
 def test_restarting_annotation_ids_score_the_reference_with_a_warning(reference: JobResult) -> None:

@@ -172,6 +172,14 @@ def _class_map(dataset: DatasetSpec, loaded: LoadedModel) -> list[int]:
     return class_map
 
 
+def _check_dataset(dataset: DatasetSpec) -> None:
+    """Read and validate the instances now: an unusable file fails the job before any model or image work."""
+    try:
+        dataset.info()
+    except CatalogError as exc:
+        raise PipelineError(str(exc)) from None
+
+
 def _class_names(names: list[str], nc: int) -> list[str] | int:
     """The model's class names, or only their count when the names are not one per class."""
     return names if len(names) == nc else nc
@@ -244,6 +252,7 @@ def _setup(
 ) -> _Job:
     points = request.sweep()
     reporter.progress(_progress(None, "loading", 0, len(points)))
+    _check_dataset(dataset)
     loaded = load_model(checkpoint_path)
     request = _network_request(request, max(loaded.stride, default=32.0))
     class_map = _class_map(dataset, loaded)
