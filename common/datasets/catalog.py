@@ -207,10 +207,11 @@ class DatasetSpec:
 
     def _name_mismatch(self, names: list[str]) -> str:
         folded = {n.strip().casefold() for n in names}
+        used = self._used_category_ids()
         missing = [
             str(c["name"])
             for c in self.instances.get("categories", [])
-            if int(c["id"]) in self._used_category_ids() and str(c["name"]).strip().casefold() not in folded
+            if int(c["id"]) in used and str(c["name"]).strip().casefold() not in folded
         ]
         detail = f" (no class named {listed(missing)})" if missing else " (ambiguous names)"
         return f"the model's class names do not match the dataset's category names{detail}"
