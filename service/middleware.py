@@ -26,6 +26,25 @@ from prunebench.service.problems import problem_response
 UPLOAD_PATH = "/v1/checkpoints"
 """The one route with its own (much larger) body limit, enforced while it streams the upload."""
 JOB_PATH = re.compile(r"^/v1/jobs/([^/]+)")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Method label values kept as sent; any other method string (HTTP allows any token) is "other"."""
+OTHER = "other"
+UNMATCHED = "unmatched"
+
+
+def metric_labels(scope: Scope) -> tuple[str, str]:
+    """(method, route) labels of a finished request, each from a bounded set.
+
+    The route is the matched route's *template* (Starlette stores the route in the scope, also on a
+    method mismatch), never the concrete path; the method is one of HTTP_METHODS or "other". Both are
+    client-controlled strings, so anything else would create a new Prometheus series per request.
+    """
+    method = str(scope.get("method", ""))
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str) or not template:
+        template = UNMATCHED
+    return (method if method in HTTP_METHODS else OTHER), template
 
 
 class BodyLimit:
@@ -80,7 +99,7 @@ class JobLogContext:
 
 
 class HttpMetrics:
-    """Counts requests and times them (seconds), by method, route template and status."""
+    """Counts requests and times them (seconds), by method, route template and status (bounded labels)."""
 
     def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram) -> None:
         self.app = app
@@ -103,10 +122,7 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, capture)
         finally:
-            # Starlette's router stores the matched route in the scope; unmatched paths share one label.
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
+            method, template = metric_labels(scope)
             self.requests.labels(method, template, str(status)).inc()
             self.latency.labels(method, template).observe(time.perf_counter() - started)
 
