@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(10.0, gt=0, description="Timeout of one callback POST.")
 
     worker_name: str | None = Field(None, description="rq worker name; defaults to host:pid.")
+    worker_redis_outage_s: float = Field(
+        300.0, ge=0, description="A worker waits this long for Redis to come back before giving up (0: no wait)."
+    )
     fanout: bool = Field(True, description="Run a sweep's points in parallel on all free workers (rq child jobs).")
     worker_preload: bool = Field(
         True, description="Import torch and the engine's libraries once in the worker, not in every job."
