@@ -32,6 +32,12 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest checkpoint upload accepted.")
     max_body_bytes: int = Field(64 * 1024, description="Largest JSON request body accepted.")
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="A request's line and headers must arrive within this (else 408 and close)."
+    )
+    http_body_timeout_s: float = Field(
+        30.0, gt=0, description="A request body must keep arriving: no gap longer than this (else close)."
+    )
     job_timeout_s: int = Field(6 * 3600, description="A job running longer than this is stopped and failed.")
     job_retries: int = Field(2, description="Retries of a job whose worker died (not of deterministic failures).")
     heartbeat_s: int = Field(5, ge=1, description="How often a busy worker heart-beats (rq job_monitoring_interval).")
