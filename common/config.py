@@ -51,7 +51,10 @@ class Settings(BaseSettings):
     auth_disabled: bool = Field(False, description="Run without API keys (local use only).")
     cors_origins: str = Field("", description="Comma-separated origins allowed to call the API from a browser.")
 
-    callback_hosts: str = Field("", description="Comma-separated host names allowed as callback_url targets.")
+    callback_hosts: str = Field(
+        "",
+        description="Comma-separated callback_url targets allowed: host (default port), host:port, scheme://host:port.",
+    )
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 secret that signs callbacks.")
     webhook_attempts: int = Field(6, ge=1, le=20, description="Delivery attempts per callback before giving up.")
     webhook_backoff_s: float = Field(2.0, gt=0, description="First retry delay; doubles after each failed attempt.")
