@@ -32,6 +32,12 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest checkpoint upload accepted.")
     max_body_bytes: int = Field(64 * 1024, description="Largest JSON request body accepted.")
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="A request's line and headers must arrive within this (else 408 and close)."
+    )
+    http_body_timeout_s: float = Field(
+        30.0, gt=0, description="A request body must keep arriving: no gap longer than this (else close)."
+    )
     job_timeout_s: int = Field(6 * 3600, description="A job running longer than this is stopped and failed.")
     job_retries: int = Field(2, description="Retries of a job whose worker died (not of deterministic failures).")
     heartbeat_s: int = Field(5, ge=1, description="How often a busy worker heart-beats (rq job_monitoring_interval).")
@@ -45,13 +51,19 @@ class Settings(BaseSettings):
     auth_disabled: bool = Field(False, description="Run without API keys (local use only).")
     cors_origins: str = Field("", description="Comma-separated origins allowed to call the API from a browser.")
 
-    callback_hosts: str = Field("", description="Comma-separated host names allowed as callback_url targets.")
+    callback_hosts: str = Field(
+        "",
+        description="Comma-separated callback_url targets allowed: host (default port), host:port, scheme://host:port.",
+    )
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 secret that signs callbacks.")
     webhook_attempts: int = Field(6, ge=1, le=20, description="Delivery attempts per callback before giving up.")
     webhook_backoff_s: float = Field(2.0, gt=0, description="First retry delay; doubles after each failed attempt.")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Timeout of one callback POST.")
 
     worker_name: str | None = Field(None, description="rq worker name; defaults to host:pid.")
+    worker_redis_outage_s: float = Field(
+        300.0, ge=0, description="A worker waits this long for Redis to come back before giving up (0: no wait)."
+    )
     fanout: bool = Field(True, description="Run a sweep's points in parallel on all free workers (rq child jobs).")
     worker_preload: bool = Field(
         True, description="Import torch and the engine's libraries once in the worker, not in every job."

@@ -85,7 +85,7 @@ CHANNEL_FIELDS: tuple[str, ...] = (
 """Request fields that only the ``channel`` method reads."""
 
 Sparsity = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
-EXCLUDE_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,200}$")
+EXCLUDE_PATTERN = re.compile(r"\A[A-Za-z0-9_.*?\[\]!-]{1,200}\Z")
 """A module-name pattern: names like `model.24.m.0` plus fnmatch's `*`, `?` and `[...]`."""
 
 
@@ -111,7 +111,7 @@ TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.
 class EvalSettings(BaseModel):
     """How each sparsity point is evaluated. Defaults are upstream YOLOv5 val.py's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     img_size: int = Field(640, ge=32, le=4096, description="Long side of the network input, pixels.")
     batch_size: int = Field(32, ge=1, le=512)
@@ -129,7 +129,7 @@ class EvalSettings(BaseModel):
 class ExportSettings(BaseModel):
     """Export each run's model to ONNX (kept as a downloadable artifact), checked against PyTorch."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     opset: int = Field(18, ge=17, le=21, description="ONNX opset of the exported graph.")
     simplify: bool = Field(
@@ -145,7 +145,7 @@ def _all_runtimes() -> list[Runtime]:
 class LatencySettings(BaseModel):
     """The latency suite, one protocol for every run: warm-up, then timed iterations, median and p90."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     runtimes: list[Runtime] = Field(default_factory=_all_runtimes, min_length=1, max_length=len(RUNTIMES))
     batch_sizes: list[Annotated[int, Field(ge=1, le=512)]] | None = Field(
@@ -181,7 +181,7 @@ class FinetuneSettings(BaseModel):
     own implementation of that recipe (SGD with Nesterov momentum, warm-up, linear or cosine decay,
     EMA of weights, mosaic/affine/HSV/flip augmentation, AMP on CUDA)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     dataset: str = Field(
         ..., min_length=1, max_length=200, description="Training dataset: a catalog name, usually a train split."
@@ -219,7 +219,7 @@ class FinetuneSettings(BaseModel):
 class CalibrationSettings(BaseModel):
     """The images BatchNorm recalibration re-estimates statistics on (and ``taylor`` takes gradients on)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     dataset: str | None = Field(
         None,

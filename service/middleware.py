@@ -6,12 +6,14 @@ From the outside in (Starlette runs the last-added first):
 2. `HttpMetrics`: counts and times every request for `/metrics`, by route template and status.
 3. `JobLogContext`: tags the log lines of a request under `/v1/jobs/{id}` with that job id.
 4. `BodyLimit`: 413 for JSON bodies over PRUNEBENCH_MAX_BODY_BYTES (uploads have their own limit).
+5. `RelativeRedirects`: redirects are relative; they never echo the client's `Host` header.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -26,6 +28,25 @@ from prunebench.service.problems import problem_response
 UPLOAD_PATH = "/v1/checkpoints"
 """The one route with its own (much larger) body limit, enforced while it streams the upload."""
 JOB_PATH = re.compile(r"^/v1/jobs/([^/]+)")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Method label values kept as sent; any other method string (HTTP allows any token) is "other"."""
+OTHER = "other"
+UNMATCHED = "unmatched"
+
+
+def metric_labels(scope: Scope) -> tuple[str, str]:
+    """(method, route) labels of a finished request, each from a bounded set.
+
+    The route is the matched route's *template* (Starlette stores the route in the scope, also on a
+    method mismatch), never the concrete path; the method is one of HTTP_METHODS or "other". Both are
+    client-controlled strings, so anything else would create a new Prometheus series per request.
+    """
+    method = str(scope.get("method", ""))
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str) or not template:
+        template = UNMATCHED
+    return (method if method in HTTP_METHODS else OTHER), template
 
 
 class BodyLimit:
@@ -80,7 +101,7 @@ class JobLogContext:
 
 
 class HttpMetrics:
-    """Counts requests and times them (seconds), by method, route template and status."""
+    """Counts requests and times them (seconds), by method, route template and status (bounded labels)."""
 
     def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram) -> None:
         self.app = app
@@ -103,12 +124,47 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, capture)
         finally:
-            # Starlette's router stores the matched route in the scope; unmatched paths share one label.
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
+            method, template = metric_labels(scope)
             self.requests.labels(method, template, str(status)).inc()
             self.latency.labels(method, template).observe(time.perf_counter() - started)
+
+
+class RelativeRedirects:
+    """Rewrites an absolute redirect `Location` (`http://<Host>/path`) to the relative `/path`.
+
+    The API never redirects off-site, so every absolute Location it sends names itself, by the Host.
+
+    Starlette builds the URL of its trailing-slash redirect (`/v1/jobs/` -> `/v1/jobs`) from the
+    request's Host header, which the client chooses: a crafted Host would make the API answer with a
+    redirect to any site (cache poisoning, phishing links). Relative redirects need no host at all.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def relative(message: Message) -> None:
+            if message["type"] == "http.response.start" and 300 <= int(message["status"]) < 400:
+                message["headers"] = [
+                    (name, _relative_location(value) if name.lower() == b"location" else value)
+                    for name, value in message.get("headers", [])
+                ]
+            await send(message)
+
+        await self.app(scope, receive, relative)
+
+
+def _relative_location(value: bytes) -> bytes:
+    """`scheme://host[:port]/path?query` -> `/path?query`; a relative Location is kept as it is."""
+    parts = urlsplit(value.decode("latin-1"))
+    if not parts.scheme and not parts.netloc:
+        return value
+    path = "/" + parts.path.lstrip("/")  # never `//host`: that would be absolute again
+    return (path + (f"?{parts.query}" if parts.query else "")).encode("latin-1")
 
 
 def cors_origins(settings: Settings) -> list[str]:
@@ -116,7 +172,8 @@ def cors_origins(settings: Settings) -> list[str]:
 
 
 def install_middleware(app: FastAPI, settings: Settings, requests: Counter, latency: Histogram) -> None:
-    """Wrap `app` in the four layers above, innermost first. `requests`/`latency` are /metrics' own."""
+    """Wrap `app` in the layers above, innermost first. `requests`/`latency` are /metrics' own."""
+    app.add_middleware(RelativeRedirects)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(JobLogContext)
     app.add_middleware(HttpMetrics, requests=requests, latency=latency)

@@ -1,7 +1,10 @@
 """Job webhooks: validate `callback_url` at submit, deliver signed POSTs when the job ends.
 
 Validation (`check_callback_url`, at submit; 422 otherwise): scheme http or https, no user-info, and
-the host name exactly in PRUNEBENCH_CALLBACK_HOSTS. An allow-list, not a block-list, because the API
+the URL's target in PRUNEBENCH_CALLBACK_HOSTS. Entries name a target, not just a host
+(`allowed_targets`): `host` (that host on its scheme's default port, 80 or 443), `host:port`
+(either scheme) or `scheme://host[:port]` (that scheme only); host names are compared exactly, so
+no other port of an allowed host can be reached. An allow-list, not a block-list, because the API
 runs inside the deployment network: any URL a client could name would otherwise let it make the
 service POST into Redis, metadata endpoints or internal admin ports (SSRF). Redirects are never
 followed at delivery, for the same reason. Callbacks also need PRUNEBENCH_WEBHOOK_SECRET: an unsigned
@@ -18,7 +21,10 @@ retries: delivery is at least once; receivers de-duplicate by job id (header X-P
 The body is built once, at the first attempt, from the job resource (without `deliveries`), stored
 in `Keys.webhook_body(id)`, and every retry sends the same bytes with the same signature:
 `X-Prunebench-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes>`. Each attempt is recorded
-on the job (`deliveries`: attempt, at, event, status_code or error, delivered). A job retried after
+on the job (`deliveries`: attempt, at, event, status_code or error, delivered). A failure without an
+HTTP response is recorded as a bare "delivery failed": the client who chose the URL must not learn
+whether a port was closed, filtered or slow (connection refused vs timeout); the reason goes to the
+API's log for the operator. A job retried after
 it ended ends again: that terminal transition resets the body and the attempt budget (a new event).
 """
 
@@ -55,8 +61,45 @@ class CallbackRefused(ValueError):
     """The callback_url is not one this deployment will call."""
 
 
-def allowed_hosts(settings: Settings) -> set[str]:
-    return {h.strip().lower().rstrip(".") for h in settings.callback_hosts.split(",") if h.strip()}
+DEFAULT_PORTS = {"http": 80, "https": 443}
+DELIVERY_FAILED = "delivery failed"
+"""What `deliveries` says when no HTTP response came back, whatever the low-level reason was."""
+
+Target = tuple[str | None, str, int | None]
+"""An allow-list entry: (scheme or None for either, host, port or None for the scheme's default)."""
+
+
+def _host(name: str | None) -> str:
+    return (name or "").lower().rstrip(".")
+
+
+def allowed_targets(settings: Settings) -> set[Target]:
+    """PRUNEBENCH_CALLBACK_HOSTS parsed: `host`, `host:port`, `scheme://host[:port]`; `[v6]:port` works.
+
+    Raises ValueError on an entry that is none of these (a bad port, an unknown scheme).
+    """
+    targets: set[Target] = set()
+    for raw in (item.strip() for item in settings.callback_hosts.split(",")):
+        if not raw:
+            continue
+        parts = urlsplit(raw if "://" in raw else f"//{raw}")
+        scheme = parts.scheme or None
+        if (scheme is not None and scheme not in DEFAULT_PORTS) or not parts.hostname or parts.path:
+            raise ValueError(f"PRUNEBENCH_CALLBACK_HOSTS entry {raw!r} is not host, host:port or scheme://host:port")
+        targets.add((scheme, _host(parts.hostname), parts.port))
+    return targets
+
+
+def target_allowed(scheme: str, host: str, port: int | None, targets: set[Target]) -> bool:
+    """True when an entry allows this scheme, host and port (None: the scheme's default port)."""
+    effective = port if port is not None else DEFAULT_PORTS[scheme]
+    for allowed_scheme, allowed_host, allowed_port in targets:
+        if allowed_host != host or allowed_scheme not in (None, scheme):
+            continue
+        wanted = allowed_port if allowed_port is not None else DEFAULT_PORTS[allowed_scheme or scheme]
+        if wanted == effective:
+            return True
+    return False
 
 
 def check_callback_url(url: str, settings: Settings) -> None:
@@ -65,16 +108,22 @@ def check_callback_url(url: str, settings: Settings) -> None:
         raise CallbackRefused("callbacks are disabled on this deployment (no webhook secret configured)")
     try:
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower().rstrip(".")
-        _ = parts.port  # raises ValueError on a malformed port
+        host = _host(parts.hostname)
+        port = parts.port  # raises ValueError on a malformed port
     except ValueError as exc:
         raise CallbackRefused(f"callback_url is not a valid URL: {exc}") from exc
-    if parts.scheme not in ("http", "https"):
+    if parts.scheme not in DEFAULT_PORTS:
         raise CallbackRefused("callback_url must be an http or https URL")
     if parts.username is not None or parts.password is not None:
         raise CallbackRefused("callback_url must not carry credentials")
-    if not host or host not in allowed_hosts(settings):
-        raise CallbackRefused(f"callback host {host or '(none)'!r} is not in this deployment's allow-list")
+    try:
+        targets = allowed_targets(settings)
+    except ValueError as exc:
+        log.error("%s", exc)
+        raise CallbackRefused("callbacks are misconfigured on this deployment") from exc
+    if not host or not target_allowed(parts.scheme, host, port, targets):
+        shown = f"{parts.scheme}://{host or '(none)'}:{port if port is not None else DEFAULT_PORTS[parts.scheme]}"
+        raise CallbackRefused(f"callback target {shown} is not in this deployment's allow-list")
 
 
 def require_allowed_callback(url: str | None, settings: Settings) -> None:
@@ -198,7 +247,9 @@ class Deliverer:
             except CallbackRefused as exc:
                 entry |= {"error": str(exc), "delivered": False, "final": True}
             except httpx.HTTPError as exc:
-                entry |= {"error": f"{type(exc).__name__}: {exc}", "delivered": False}
+                # Refused, reset, timed out, TLS: one answer for all, so deliveries cannot map ports.
+                log.info("webhook for job %s: no HTTP response: %s: %s", job_id, type(exc).__name__, exc)
+                entry |= {"error": DELIVERY_FAILED, "delivered": False}
             attempt = self._record(job_id, entry)
             if entry["delivered"] or entry.get("final") or attempt >= self.settings.webhook_attempts:
                 self._finish(job_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from prunebench.config import Settings
-from prunebench.infra.redis_server import EmbeddedRedis, redis_answers
+from prunebench.infra.redis_server import EmbeddedRedis, free_port, redis_answers
 from tests.support.stack import Service, drop_prefix, unique_prefix, write_catalog
 
 
@@ -57,9 +57,10 @@ def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "PRUNEBENCH_DATASETS": str(write_catalog(root)),
             # Small enough to test 413 cheaply, big enough for the 4 MB demo checkpoint.
             "PRUNEBENCH_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
-            # CORS and webhooks for tests/integration/test_observability.py; the receiver is on 127.0.0.1.
+            # CORS and webhooks for tests/integration/test_observability.py; its receivers listen on
+            # this one allowed port (tests.support.webhook_receiver.allowed_port reads it back).
             "PRUNEBENCH_CORS_ORIGINS": "https://dash.example.com",
-            "PRUNEBENCH_CALLBACK_HOSTS": "127.0.0.1",
+            "PRUNEBENCH_CALLBACK_HOSTS": f"127.0.0.1:{free_port()}",
             "PRUNEBENCH_WEBHOOK_SECRET": "integration-test-secret",
             "PRUNEBENCH_WEBHOOK_BACKOFF_S": "0.5",
         },

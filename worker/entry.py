@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from prunebench.checkpoints.store import CheckpointStore, UnknownCheckpoint
@@ -22,7 +23,7 @@ from prunebench.infra.logging_setup import tagged_with_job
 from prunebench.jobs import rq_adapter
 from prunebench.jobs.metrics import StageClock
 from prunebench.jobs.result_cache import ResultCache, cache_key, cacheable
-from prunebench.jobs.store import JobNotFound, JobStore, TransitionRefused, connect
+from prunebench.jobs.store import JobNotFound, JobStore, TransitionRefused, connect_worker
 from prunebench.worker.engine.reporting import JobCanceled, one_line
 
 log = logging.getLogger("prunebench.worker")
@@ -40,13 +41,17 @@ class CheckpointChanged(RuntimeError):
 class RedisReporter:
     """The engine's Reporter for a queued job: progress into the job record, cancel from its status."""
 
-    def __init__(self, store: JobStore, job_id: str, worker: str | None = None) -> None:
+    def __init__(
+        self, store: JobStore, job_id: str, worker: str | None = None, started_at: datetime | None = None
+    ) -> None:
         self.store = store
         self.job_id = job_id
-        # This attempt's worker. If the record names another one, this worker was declared dead (a
-        # SIGKILLed parent leaves its horse running) and the job was requeued: this horse is an orphan
-        # and must stop rather than write progress or a result over the new attempt.
+        # This attempt's worker and start. If the record names another one (or a later start, by a
+        # worker restarted under the same name), this worker was declared dead (a SIGKILLed parent
+        # leaves its horse running) and the job was requeued: this horse is an orphan and must stop
+        # rather than write progress or a result over the new attempt.
         self.worker = worker
+        self.started_at = started_at
         self._last_write = 0.0
         self._last_stage: str | None = None
         self._last_check = 0.0
@@ -57,7 +62,7 @@ class RedisReporter:
         if progress.stage == self._last_stage and now - self._last_write < PROGRESS_INTERVAL_S:
             return
         self._last_write, self._last_stage = now, progress.stage
-        if self.worker is not None and not self.store.running_on(self.job_id, self.worker):
+        if self.worker is not None and not self.store.running_on(self.job_id, self.worker, self.started_at):
             # Requeued, failed, or run elsewhere meanwhile: this horse is an orphan.
             self._canceled = True
             return
@@ -74,7 +79,7 @@ class RedisReporter:
         if now - self._last_check >= STOP_CHECK_INTERVAL_S:
             self._last_check = now
             self._canceled = self.store.status(self.job_id) in (JobStatus.CANCELED, None) or (
-                self.worker is not None and not self.store.running_on(self.job_id, self.worker)
+                self.worker is not None and not self.store.running_on(self.job_id, self.worker, self.started_at)
             )
         return self._canceled
 
@@ -105,13 +110,13 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
     pipeline, store the result. Every deterministic error ends the job `failed` with a one-line reason.
     """
     settings = settings or get_settings()
-    store = JobStore(connect(settings), settings)
+    store = JobStore(connect_worker(settings), settings)
     started = _start_attempt(store, job_id)
     if isinstance(started, str):
         return started
     job = started
     # Per-stage seconds for /metrics (prunebench.jobs.metrics), written as each stage ends.
-    reporter = StageClock(RedisReporter(store, job_id, job.worker), store.redis, store.keys)
+    reporter = StageClock(RedisReporter(store, job_id, job.worker, job.started_at), store.redis, store.keys)
     try:
         inputs = _resolve_inputs(store, settings, job)
         cache = ResultCache(store.redis, store.keys)
@@ -202,7 +207,7 @@ def _run_pipeline(
     if settings.fanout and len(job.request.sweep()) > 1:
         from prunebench.worker.fanout import run_fanned_out
 
-        store = JobStore(connect(settings), settings)
+        store = JobStore(connect_worker(settings), settings)
         result = run_fanned_out(
             store,
             settings,
@@ -242,7 +247,7 @@ def run_point(job_id: str, index: int, settings: Settings | None = None) -> str:
     point; the parent fails the job with it.
     """
     settings = settings or get_settings()
-    store = JobStore(connect(settings), settings)
+    store = JobStore(connect_worker(settings), settings)
     if store.status(job_id) != JobStatus.RUNNING:
         return "nothing"
     worker = rq_adapter.current_worker_name()

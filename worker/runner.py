@@ -23,6 +23,11 @@ Process model (the choice this module makes, and why):
 - SIGTERM / SIGINT: rq's warm shutdown (finish the current job, then exit); a second signal is cold.
 - A horse that dies (SIGKILL, OOM killer) is retried by rq up to PRUNEBENCH_JOB_RETRIES times; the
   killed-horse handler below puts our record back to `queued`, or `failed` when no retry is left.
+- Redis outages: the worker's Redis client (prunebench.jobs.store.connect_worker) retries every
+  command with back-off for PRUNEBENCH_WORKER_REDIS_OUTAGE_S, in the parent and in the horse, so a
+  busy worker keeps its job through an outage and stores the result when Redis is back.
+- A worker restarted under the name of one that was SIGKILLed starts at once
+  (prunebench.worker.name_takeover): the dead one's rq record is retired and its jobs requeued.
 - A whole worker that dies (SIGKILL of the parent, lost host) stops heart-beating. Every worker
   parent runs a reaper thread (prunebench.jobs.requeue) that requeues a running job whose worker has
   been silent for PRUNEBENCH_ABANDONED_AFTER_S (attempt outcome `abandoned`), within
@@ -46,7 +51,8 @@ from prunebench.infra.identity import worker_name
 from prunebench.infra.logging_setup import configure_logging
 from prunebench.jobs import rq_adapter
 from prunebench.jobs.requeue import Reaper
-from prunebench.jobs.store import JobNotFound, JobStore, TransitionRefused, connect
+from prunebench.jobs.store import JobNotFound, JobStore, TransitionRefused, connect, connect_worker
+from prunebench.worker.name_takeover import take_over_name
 
 log = logging.getLogger("prunebench.worker")
 
@@ -84,7 +90,7 @@ def _crash_handler(store: JobStore) -> Any:
 
 
 def build_worker(settings: Settings, device: str | None = None, name: str | None = None) -> Worker:
-    connection = connect(settings)
+    connection = connect_worker(settings)
     store = JobStore(connection, settings)
     return Worker(
         [store.queue],
@@ -104,6 +110,8 @@ def run_worker(device: str | None = None, burst: bool = False) -> int:
     settings = get_settings()
     configure_logging(settings)  # JSON lines on stderr; the forked horses inherit it
     worker = build_worker(settings, device)
+    # A restart under a fixed name after a SIGKILL: rq would refuse the name for minutes.
+    take_over_name(JobStore(worker.connection, settings), worker.name, settings)
     if settings.worker_preload:
         log.info("preloaded torch and the engine's libraries in %.1f s (once, not per job)", preload_heavy_imports())
     log.info("worker %s on queue %s (device %s)", worker.name, settings.queue_name, device or "auto")

@@ -15,14 +15,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from prunebench.config import get_settings
     from prunebench.infra.logging_setup import configure_logging
+    from prunebench.service.slow_clients import timed_protocol
 
-    configure_logging(get_settings())
+    settings = get_settings()
+    configure_logging(settings)
     uvicorn.run(
         "prunebench.service.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
-        log_level=get_settings().log_level.lower(),
+        # uvicorn's h11 protocol with header and body read timeouts: a slow client cannot hold a connection.
+        http=timed_protocol(settings.http_header_timeout_s, settings.http_body_timeout_s),
+        log_level=settings.log_level.lower(),
         log_config=None,  # keep configure_logging's one handler: uvicorn's lines as JSON too
         # Let in-flight requests finish on SIGTERM, but not forever.
         timeout_graceful_shutdown=10,

@@ -12,7 +12,8 @@ the code that logged knew which job it was working on: the worker entry sets it 
 the API for each request whose path names a job. It travels in a contextvar, so it needs no
 threading through call signatures, and FastAPI's thread pool copies it into sync route handlers.
 
-PRUNEBENCH_LOG_JSON=0 gives `ts level logger [job_id] msg` text lines for humans.
+PRUNEBENCH_LOG_JSON=0 gives `ts level logger [job_id] msg` text lines for humans, with control
+characters escaped (a request path cannot forge lines) and tracebacks indented.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -79,13 +81,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_control(text: str) -> str:
+    """Control characters (CR, LF, NUL, ..., U+2028) as Python escapes (`\\n`, `\\x00`): one record, one line.
+
+    Request paths reach log messages URL-decoded (`/v1/jobs/x%0A...` is a real newline), so without
+    this a client could append forged lines to a plain-text log.
+    """
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         job_id = getattr(record, "job_id", None)
-        job = f" [{job_id}]" if job_id else ""
-        line = f"{_timestamp(record)} {record.levelname} {record.name}{job} {record.getMessage()}"
+        job = f" [{escape_control(str(job_id))}]" if job_id else ""
+        line = f"{_timestamp(record)} {record.levelname} {record.name}{job} {escape_control(record.getMessage())}"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            # A traceback keeps its lines, each indented: no continuation line can pass for a record.
+            trace = self.formatException(record.exc_info)
+            line += "".join(f"\n    {escape_control(part)}" for part in trace.splitlines())
         return line
 
 

@@ -53,6 +53,26 @@ def reap_abandoned(store: JobStore, abandoned_after_s: float) -> list[str]:
     return moved
 
 
+def requeue_jobs_of(store: JobStore, worker: str, reason: str) -> list[str]:
+    """Requeue (or fail, within PRUNEBENCH_JOB_RETRIES) every job still `running` on `worker`.
+
+    For a worker starting under the name of a dead one: no job can be running under its name yet,
+    and once it heart-beats the reaper would take the dead one's jobs for its own. Returns the ids.
+    """
+    moved: list[str] = []
+    for job_id in sorted(rq_adapter.started_job_ids(store.queue)):
+        try:
+            job = store.get(job_id)
+            if job.status != JobStatus.RUNNING or job.worker != worker:
+                continue
+            after = store.requeue_abandoned(job_id, worker, reason)
+        except (TransitionRefused, JobNotFound):
+            continue
+        log.warning("job %s: %s; now %s", job_id, reason, after.status.value)
+        moved.append(job_id)
+    return moved
+
+
 class Reaper(threading.Thread):
     """A daemon thread in each worker parent that runs `reap_abandoned` every `interval_s`.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 import redis
@@ -194,9 +195,7 @@ def live_workers(connection: redis.Redis, queue_name: str) -> int:
     return sum(1 for w in Worker.all(connection=connection) if queue_name in w.queue_names())
 
 
-def worker_last_seen(connection: redis.Redis, worker_name: str) -> datetime | None:
-    """The worker's last heartbeat, or None when its rq record is gone (expired or never there)."""
-    raw = connection.hget(worker_key(worker_name), "last_heartbeat")
+def _rq_time(raw: bytes | str | None) -> datetime | None:
     if raw is None:
         return None
     try:
@@ -204,6 +203,49 @@ def worker_last_seen(connection: redis.Redis, worker_name: str) -> datetime | No
         return datetime.fromisoformat(text(raw).replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def worker_last_seen(connection: redis.Redis, worker_name: str) -> datetime | None:
+    """The worker's last heartbeat, or None when its rq record is gone (expired or never there)."""
+    return _rq_time(connection.hget(worker_key(worker_name), "last_heartbeat"))
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """What rq's record of a registered (not yet dead) worker says about the process behind it."""
+
+    name: str
+    hostname: str | None
+    pid: int | None
+    last_heartbeat: datetime | None
+
+
+def registered_worker(connection: redis.Redis, worker_name: str) -> WorkerRecord | None:
+    """rq's record of a worker named `worker_name` that has not registered its death, or None.
+
+    rq refuses to start a worker under a name whose record is in this state ("There exists an active
+    worker named ... already") until the record expires, minutes after a SIGKILLed worker's last
+    heartbeat.
+    """
+    fields = {text(k): text(v) for k, v in connection.hgetall(worker_key(worker_name)).items()}
+    if not fields or "death" in fields:
+        return None
+    pid = fields.get("pid", "")
+    return WorkerRecord(
+        worker_name, fields.get("hostname") or None, int(pid) if pid.isdigit() else None,
+        _rq_time(fields.get("last_heartbeat")),
+    )  # fmt: skip
+
+
+def retire_worker(connection: redis.Redis, worker_name: str) -> None:
+    """Register the death of a worker that died without doing so (rq's own `register_death`).
+
+    Takes it out of rq's worker sets and marks its record dead, so a new worker may take the name.
+    Only for a worker known to be dead: its jobs are the caller's to requeue.
+    """
+    stale = Worker.find_by_key(worker_key(worker_name), connection=connection, serializer=SERIALIZER)
+    if stale is not None:
+        stale.register_death()
 
 
 def queue_counts(queue: Queue) -> tuple[int, int, int]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -43,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
+from redis.retry import Retry
 
 from prunebench.config import Settings
 from prunebench.contract import Attempt, AttemptOutcome, JobRequest, JobResource, JobResult, JobStatus, Progress
@@ -99,15 +102,46 @@ def _close_attempt(job: JobResource, outcome: AttemptOutcome, error: str | None 
     return json.dumps([a.model_dump(mode="json") for a in attempts])
 
 
-def connect(settings: Settings) -> redis.Redis:
-    """A Redis client for prunebench and rq (bytes responses: rq needs them undecoded)."""
+OUTAGE_BACKOFF_CAP_S = 2.0
+"""Longest pause between two reconnection attempts of a worker riding out a Redis outage."""
+
+
+def outage_retry(ride_out_s: float) -> Retry:
+    """redis-py's retry policy for a client that waits out an outage of at least `ride_out_s` seconds.
+
+    Exponential back-off 0.2, 0.4, 0.8, 1.6 s, then every OUTAGE_BACKOFF_CAP_S (ExponentialBackoff
+    from redis-py); enough attempts that the pauses alone add up to `ride_out_s`. Every command
+    (and every reconnection) retries on ConnectionError/TimeoutError, then raises the last error.
+    """
+    first = sum(min(OUTAGE_BACKOFF_CAP_S, 0.1 * 2**n) for n in range(1, 5))
+    retries = 4 + max(0, math.ceil((ride_out_s - first) / OUTAGE_BACKOFF_CAP_S))
+    return Retry(ExponentialBackoff(cap=OUTAGE_BACKOFF_CAP_S, base=0.1), retries)
+
+
+def connect(settings: Settings, ride_out_s: float = 0.0) -> redis.Redis:
+    """A Redis client for prunebench and rq (bytes responses: rq needs them undecoded).
+
+    The API's client fails fast (redis-py's default few retries) so a request during an outage gets
+    its 503 at once. A worker's client (`ride_out_s` = PRUNEBENCH_WORKER_REDIS_OUTAGE_S) blocks each
+    command until Redis answers again, for up to about `ride_out_s`: rq's work loop, a work-horse's
+    progress writes and the final result all wait out an outage instead of failing the job.
+    """
+    extra: dict[str, Any] = {}
+    if ride_out_s > 0:
+        extra = {"retry": outage_retry(ride_out_s), "retry_on_error": [redis.exceptions.ConnectionError]}
     return redis.Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=3,
         socket_timeout=10,
         health_check_interval=30,
         retry_on_timeout=True,
+        **extra,
     )
+
+
+def connect_worker(settings: Settings) -> redis.Redis:
+    """The client of a worker parent and its work-horses: rides out Redis outages (see `connect`)."""
+    return connect(settings, ride_out_s=settings.worker_redis_outage_s)
 
 
 class JobStore:
@@ -308,10 +342,15 @@ class JobStore:
         value = _text(self.redis.hget(self.keys.job(job_id), "status"))
         return JobStatus(value) if value else None
 
-    def running_on(self, job_id: str, worker: str) -> bool:
-        """True while the record says `running` on `worker` (one read; a work-horse checks it often)."""
-        status, current = self.redis.hmget(self.keys.job(job_id), ["status", "worker"])
-        return _text(status) == JobStatus.RUNNING.value and (_text(current) or "") == worker
+    def running_on(self, job_id: str, worker: str, started_at: datetime | None = None) -> bool:
+        """True while the record says `running` on `worker` (one read; a work-horse checks it often).
+
+        With `started_at` (when this attempt started), also that no later attempt has begun: a worker
+        restarted under the same name may run the job again while the dead one's horse still works.
+        """
+        status, current, started = self.redis.hmget(self.keys.job(job_id), ["status", "worker", "started_at"])
+        same_attempt = started_at is None or _time(_text(started)) == started_at
+        return _text(status) == JobStatus.RUNNING.value and (_text(current) or "") == worker and same_attempt
 
     def finish_succeeded(self, job_id: str, result: JobResult) -> JobResource:
         """running -> succeeded with its result, in one MULTI. Refused when the job was canceled meanwhile."""

@@ -1,6 +1,6 @@
 """/metrics, structured logs, CORS and webhooks against the real stack (the `service` fixture, tests/support/stack.py).
 
-The session stack is started with CORS origins, a callback allow-list (127.0.0.1), a webhook secret
+The session stack is started with CORS origins, a callback allow-list (127.0.0.1:port), a webhook secret
 and a short webhook back-off (see conftest); the receiver is a real http.server on 127.0.0.1.
 """
 
@@ -26,7 +26,7 @@ from prunebench.jobs.store import JobStore, connect
 from prunebench.service.webhooks import SIGNATURE_HEADER, verify
 from tests.support.paths import ROOT, SMALL_JOB
 from tests.support.stack import Service, drop_prefix, unique_prefix
-from tests.support.webhook_receiver import webhook_receiver
+from tests.support.webhook_receiver import allowed_port, webhook_receiver
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +117,7 @@ def test_cors_preflight_allowed_and_denied(service: Service) -> None:
 
 
 def test_webhook_delivered_signed_after_a_retry(service: Service) -> None:
-    with webhook_receiver([500]) as receiver:
+    with webhook_receiver([500], port=allowed_port(service.env["PRUNEBENCH_CALLBACK_HOSTS"])) as receiver:
         job = service.submit(**TINY, callback_url=receiver.url)
         final = service.wait(job["id"])
         assert final["status"] == "succeeded"
@@ -141,7 +141,7 @@ def test_webhook_delivered_signed_after_a_retry(service: Service) -> None:
 
 
 def test_webhook_on_cancel_through_the_api(service: Service) -> None:
-    with webhook_receiver() as receiver:
+    with webhook_receiver(port=allowed_port(service.env["PRUNEBENCH_CALLBACK_HOSTS"])) as receiver:
         job = service.submit(**LONG, callback_url=receiver.url)
         assert service.http.delete(f"/v1/jobs/{job['id']}").status_code in (200, 202)
         (hit,) = receiver.wait_for(1, timeout_s=30)
@@ -151,7 +151,13 @@ def test_webhook_on_cancel_through_the_api(service: Service) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://169.254.169.254/latest/meta-data", "http://redis:6379/", "ftp://127.0.0.1/x", "http://u:p@127.0.0.1/"],
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://redis:6379/",
+        "ftp://127.0.0.1/x",
+        "http://u:p@127.0.0.1/",
+        "http://127.0.0.1:6379/",  # another port of the allowed host
+    ],
 )
 def test_disallowed_callback_is_422(service: Service, url: str) -> None:
     response = service.http.post("/v1/jobs", json={**TINY, "callback_url": url})

@@ -1,6 +1,7 @@
 """A real HTTP receiver for webhook tests: http.server on 127.0.0.1 in a thread.
 
 It answers the queued status codes in order (then 200) and records every request it got.
+`allowed_port` reads back which port a stack's PRUNEBENCH_CALLBACK_HOSTS allows for receivers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def target(self) -> str:
+        """`127.0.0.1:port`: the PRUNEBENCH_CALLBACK_HOSTS entry that allows this receiver."""
+        return self.url.split("/")[2]
+
     def wait_for(self, count: int, timeout_s: float = 60) -> list[Received]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -39,7 +45,8 @@ class Receiver:
 
 
 @contextmanager
-def webhook_receiver(answers: list[int] | None = None) -> Iterator[Receiver]:
+def webhook_receiver(answers: list[int] | None = None, port: int = 0) -> Iterator[Receiver]:
+    """A receiver on 127.0.0.1:`port` (0: a free one); a stack's allow-list names a fixed port."""
     receiver = Receiver(url="", answers=list(answers or []))
 
     class Handler(BaseHTTPRequestHandler):
@@ -55,7 +62,7 @@ def webhook_receiver(answers: list[int] | None = None) -> Iterator[Receiver]:
         def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -65,3 +72,12 @@ def webhook_receiver(answers: list[int] | None = None) -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def allowed_port(callback_hosts: str) -> int:
+    """The port of the first `127.0.0.1:port` entry of a PRUNEBENCH_CALLBACK_HOSTS value."""
+    for entry in callback_hosts.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if host == "127.0.0.1" and port.isdigit():
+            return int(port)
+    raise AssertionError(f"no 127.0.0.1:port entry in {callback_hosts!r}")
