@@ -179,10 +179,14 @@ def _resolve_inputs(store: JobStore, settings: Settings, job: JobResource) -> _I
     pinned = store.checkpoint_id(job.id)
     # Among uploads sharing a name (several owners may use `det.pt`), take the one submitted.
     same = (lambda candidate: candidate.id == pinned) if pinned else None
-    info, path = CheckpointStore(settings).resolve(job.request.checkpoint, same)
+    checkpoints = CheckpointStore(settings)
+    info, path = checkpoints.resolve(job.request.checkpoint, same)
     if pinned and info.id != pinned:
         # A mounted file replaced after submission: run what was asked for, or nothing.
         raise CheckpointChanged(f"{job.request.checkpoint!r} changed since the job was submitted")
+    if info.source == "upload" and job.owner is not None:
+        # The result shows the submitter's own view of a shared upload, never another owner's name or time.
+        info = checkpoints.owner_view(info, job.owner) or info.model_copy(update={"owner": job.owner})
     catalog = load_catalog(settings.datasets, include_builtin=settings.builtin_assets)
     train = job.request.finetune
     train_dataset = resolve_dataset(catalog, train.dataset) if train is not None else None

@@ -34,7 +34,9 @@ def store(tmp_path: Path, models_dir: Path) -> CheckpointStore:
 
 def test_builtin_and_mounted_checkpoints_are_listed(store: CheckpointStore) -> None:
     infos = {i.name: i for i in store.list()}
-    assert set(infos) == {"yolov5n-copy.pt", "yolov5n_shapes.pt"}  # broken.pt and notes.txt are skipped
+    assert set(infos) == {"yolov5n-copy.pt", "yolov5n_shapes.pt", "broken.pt"}  # notes.txt is no checkpoint
+    assert not infos["broken.pt"].usable and "not a torch checkpoint" in (infos["broken.pt"].problem or "")
+    assert infos["yolov5n-copy.pt"].usable and infos["yolov5n-copy.pt"].problem is None
     assert infos["yolov5n-copy.pt"].source == "models_dir" and infos["yolov5n_shapes.pt"].source == "builtin"
     assert infos["yolov5n-copy.pt"].id == infos["yolov5n_shapes.pt"].id == sha256_file(BUILTIN_CHECKPOINT)
 
@@ -87,5 +89,5 @@ def test_upload_commit_and_refusal(store: CheckpointStore) -> None:
         store.add_upload(tmp, "0" * 64, "bad.pt", "local")
     assert not tmp.exists() and not store.upload_path("0" * 64).exists()
     assert sorted(p.name for p in store.uploads_dir.iterdir()) == sorted(
-        [".incoming", f"{sha}.pt", f"{sha}.json", f"{sha}.owners", f"{sha}.names"]
+        [".incoming", f"{sha}.pt", f"{sha}.json", f"{sha}.owners"]
     )
