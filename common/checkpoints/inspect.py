@@ -554,14 +554,21 @@ def _name(value: object) -> str:
     return text
 
 
+def _checked_nc(nc: object) -> int:
+    try:
+        return check_num_classes(nc)
+    except ArchitectureError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
 def class_names(names: object, nc: int | None) -> list[str]:
     """Class names from a list, a tuple or an ``{index: name}`` dict; padded with indices up to ``nc``.
 
     Raises CheckpointError for more than MAX_NUM_CLASSES names (or indices), non-string names, or more
     names than ``nc``; ``nc`` itself must be at most MAX_NUM_CLASSES.
     """
-    if nc is not None:
-        nc = check_num_classes(nc) if nc > 0 else nc
+    if nc is not None and nc > 0:
+        nc = _checked_nc(nc)
     limit = MAX_NUM_CLASSES if nc is None else nc
     if isinstance(names, dict | list | tuple) and len(names) > limit:
         raise CheckpointError(f"checkpoint has {len(names)} class names but at most {limit} classes")
@@ -749,7 +756,7 @@ def _describe_dict(obj: dict[Any, Any], archive: zipfile.ZipFile, root: str, ten
     if yaml_cfg is not None:
         parameters = _check_config(yaml_cfg, nc, tensor_bytes)
     else:
-        parameters = _check_config(official_config(name or "", check_num_classes(nc)), nc, tensor_bytes)
+        parameters = _check_config(official_config(name or "", _checked_nc(nc)), nc, tensor_bytes)
     stride_raw = obj.get("stride")
     if isinstance(stride_raw, list | tuple) and all(isinstance(s, int | float) for s in stride_raw):
         stride = _stride([float(s) for s in stride_raw], yaml_cfg)

@@ -37,7 +37,7 @@ INPUT_CHANNELS = 3
 BYTES_PER_PARAMETER_IN_FILE = 16
 """Most tensor bytes a file may hold per parameter of its config: fp16 model + fp16 EMA + fp32 Adam
 moments of an unstripped upstream training checkpoint is 12 bytes per parameter."""
-TENSOR_BYTES_SLACK = 64 * 1024 * 1024
+TENSOR_BYTES_SLACK = 16 * 1024 * 1024
 """Tensor bytes allowed on top of the per-parameter bound (anchors, small extras)."""
 
 # Blocks prunebench's model builder knows; anything else is named in the refusal.
