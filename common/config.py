@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(10.0, gt=0, description="Timeout of one callback POST.")
 
     worker_name: str | None = Field(None, description="rq worker name; defaults to host:pid.")
+    worker_memory_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Memory one job may use on this worker (jobs estimated to need more fail); "
+        "default: the cgroup limit, else physical RAM.",
+    )
     fanout: bool = Field(True, description="Run a sweep's points in parallel on all free workers (rq child jobs).")
     worker_preload: bool = Field(
         True, description="Import torch and the engine's libraries once in the worker, not in every job."

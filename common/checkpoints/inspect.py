@@ -230,10 +230,11 @@ def _bounded_bytearray(*args: object) -> bytearray:
     # ``bytearray(N)`` would allocate N bytes from a 5-byte argument: only copies of pickled data.
     if len(args) > 2 or (args and isinstance(args[0], int)):
         raise CheckpointError("refused global 'builtins.bytearray' with a size argument")
-    if args and isinstance(args[0], str) and len(args) == 2:
-        data = _encode_bytes(args[0], args[1])
-    elif not args or isinstance(args[0], bytes | bytearray):
-        data = bytes(args[0]) if args else b""  # type: ignore[arg-type]
+    first = args[0] if args else b""
+    if isinstance(first, str) and len(args) == 2:
+        data = _encode_bytes(first, args[1])
+    elif isinstance(first, bytes | bytearray):
+        data = bytes(first)
     else:
         raise CheckpointError("refused global 'builtins.bytearray' with unexpected arguments")
     if len(data) > MAX_BYTEARRAY:
