@@ -196,6 +196,7 @@ TORCH_MODULES: tuple[str, ...] = (
     "torch.nn.modules.container.ModuleList",
     "torch.nn.modules.pooling.MaxPool2d",
     "torch.nn.modules.upsampling.Upsample",
+    "torch.nn.modules.padding.ZeroPad2d",
 )
 # Plain values seen in training metadata (``opt``, ``best_fitness`` of unstripped checkpoints).
 INERT_VALUES: tuple[str, ...] = (
@@ -224,6 +225,12 @@ _KNOWN_FOREIGN: dict[str, str] = {
     "models.yolo.Segment": "a YOLOv5 segmentation checkpoint; only detection models are supported",
     "models.yolo.ClassificationModel": "a YOLOv5 classification checkpoint; only detection is supported",
 }
+# Blocks of official hub variants (yolov5s-ghost, yolov5s-transformer, ...) prunebench does not build.
+for _block in ("GhostConv", "GhostBottleneck", "C3Ghost", "C3TR", "TransformerBlock", "TransformerLayer", "C3SPP"):
+    _KNOWN_FOREIGN[f"models.common.{_block}"] = (
+        f"the {_block} block (an official hub variant such as yolov5s-ghost or yolov5s-transformer) is not "
+        "supported; prunebench builds models of Conv, C3, BottleneckCSP, Focus, SPP(F), Concat and Detect"
+    )
 
 
 def _bounded_bytearray(*args: object) -> bytearray:

@@ -42,7 +42,7 @@ TENSOR_BYTES_SLACK = 16 * 1024 * 1024
 
 # Blocks prunebench's model builder knows; anything else is named in the refusal.
 _WIDTH_SCALED = {"Conv", "Bottleneck", "SPP", "SPPF", "Focus", "BottleneckCSP", "C3"}
-_SAME_SHAPE = {"nn.BatchNorm2d"}
+_SAME_SHAPE = {"nn.BatchNorm2d", "nn.ZeroPad2d"}
 SUPPORTED_BLOCKS: tuple[str, ...] = (
     *sorted(_WIDTH_SCALED),
     "Concat",
@@ -50,6 +50,7 @@ SUPPORTED_BLOCKS: tuple[str, ...] = (
     "nn.Upsample",
     "nn.MaxPool2d",
     "nn.BatchNorm2d",
+    "nn.ZeroPad2d",
 )
 
 
@@ -182,7 +183,8 @@ def _sources(f: object, count: int) -> list[int]:
 def unsupported_block_message(name: str) -> str:
     return (
         f"unsupported block {name!r} in the model config: prunebench builds YOLOv5 detectors from "
-        f"{', '.join(SUPPORTED_BLOCKS)} (GhostConv, C3TR, C3Ghost and yolov3-tiny's nn.ZeroPad2d are not supported)"
+        f"{', '.join(SUPPORTED_BLOCKS)}; GhostConv, C3Ghost, C3TR (transformer) and the other hub variants' "
+        "blocks are not supported"
     )
 
 
@@ -240,7 +242,7 @@ def estimate_architecture(cfg: object, nc: int | None = None) -> ArchEstimate:
             scale = s_in * (2 if name == "Focus" else 1) * _int(stride, f"layer {i} stride", 1, 64)
         elif name in _SAME_SHAPE:
             c2, scale = c_in, s_in
-            params += 4 * c2
+            params += 4 * c2 if name == "nn.BatchNorm2d" else 0
         elif name == "Concat":
             c2, scale = sum(chans[s] for s in src), s_in
         elif name == "nn.Upsample":

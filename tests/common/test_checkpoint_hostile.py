@@ -198,3 +198,11 @@ def test_bare_state_dict_refusal_says_how_to_fix_the_file(tmp_path: Path) -> Non
     path = write_archive(tmp_path / "bare.pt", bare, {"0": b"\x00\x00\x80\x3f"})
     with pytest.raises(CheckpointError, match=r"bare state dict .*torch\.save\(\{'state_dict'"):
         inspect_checkpoint(path)
+
+
+@pytest.mark.parametrize("block", ["GhostConv", "C3Ghost", "C3TR"])
+def test_hub_variant_blocks_are_named_in_the_refusal(tmp_path: Path, block: str) -> None:
+    # An upstream pickle of yolov5s-ghost / yolov5s-transformer names these classes.
+    blob = hostile.checkpoint_dict(hostile.op_str("m") + hostile.op_global("models.common", block) + b")\x81")
+    with pytest.raises(CheckpointError, match=f"the {block} block .* is not supported"):
+        inspect_checkpoint(write_archive(tmp_path / "hub.pt", blob))
