@@ -144,8 +144,35 @@ class _StorageType:
         self.name = name
 
 
+MAX_TENSOR_DIMS = 8
+
+
+def _dims(values: object, what: str) -> tuple[int, ...]:
+    if not isinstance(values, tuple | list) or len(values) > MAX_TENSOR_DIMS:
+        raise CheckpointError(f"tensor {what} must be a tuple of at most {MAX_TENSOR_DIMS} integers")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**40 for v in values):
+        raise CheckpointError(f"tensor {what} holds an invalid value")
+    return tuple(values)
+
+
 def _rebuild_tensor(storage: object, offset: object, size: object, stride: object, *_: object) -> TensorStub:
-    return TensorStub(storage, offset, size, stride)  # type: ignore[arg-type]
+    """A tensor placeholder; refuses views reaching past their storage or holding more elements than it.
+
+    torch.load would rebuild a (10**9,)-element view with stride 0 over one stored float without
+    complaint, and the first ``.float()`` would allocate 4 GB: honest checkpoints never hold such views.
+    """
+    dims, steps = _dims(size, "size"), _dims(stride, "stride")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0 or len(steps) != len(dims):
+        raise CheckpointError("tensor offset or stride is invalid")
+    if isinstance(storage, StorageStub):
+        elements = math.prod(dims)
+        last = offset + sum((d - 1) * s for d, s in zip(dims, steps, strict=True)) if elements else offset - 1
+        if elements > storage.numel or last >= storage.numel:
+            raise CheckpointError(
+                f"tensor of {elements} elements over storage {storage.key!r} of {storage.numel}: "
+                "views beyond or larger than their storage are refused"
+            )
+    return TensorStub(storage, offset, dims, steps)
 
 
 def _rebuild_parameter(data: object, *_: object) -> object:

@@ -100,6 +100,14 @@ class _Cached:
     mtime_ns: int
     info: CheckpointInfo | None
     error: str | None
+    sha: str = ""  # of an unusable file, for its listing entry
+
+
+def _sha_or_empty(path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return ""
 
 
 class CheckpointStore:
@@ -127,7 +135,7 @@ class CheckpointStore:
                 hit = _Cached(stat.st_size, stat.st_mtime_ns, info, None)
             except Exception as exc:  # any failure makes this one file unusable, nothing more
                 reason = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
-                hit = _Cached(stat.st_size, stat.st_mtime_ns, None, reason[:500])
+                hit = _Cached(stat.st_size, stat.st_mtime_ns, None, reason[:500], _sha_or_empty(path))
             with self._lock:
                 self._cache[path] = hit
         if hit.info is None:
@@ -135,11 +143,10 @@ class CheckpointStore:
         return hit.info
 
     def _unusable(self, path: Path, name: str, source: str, reason: str) -> CheckpointInfo:
-        """The listing entry of a mounted file that cannot be loaded (its id is still its sha256)."""
-        try:
-            sha, size = sha256_file(path), path.stat().st_size
-        except OSError:
-            sha, size = "", 0
+        """The listing entry of a mounted file that cannot be loaded (its id is still its sha256, hashed once)."""
+        with self._lock:
+            hit = self._cache.get(path)
+        sha, size = (hit.sha, hit.size) if hit is not None else ("", 0)
         return CheckpointInfo(
             id=sha,
             name=name,
@@ -199,11 +206,14 @@ class CheckpointStore:
             log.warning("upload metadata %s is unreadable (%s); ignored", meta, type(exc).__name__)
             return None
 
-    def _uploads(self) -> list[CheckpointInfo]:
+    def _uploads(self, principal: str | None = None) -> list[CheckpointInfo]:
+        """Every upload, or (with `principal`) only its own: others' metadata is never even parsed."""
         if not self.uploads_dir.is_dir():
             return []
         infos = []
         for meta in sorted(self.uploads_dir.glob("*.json")):
+            if principal is not None and not self._owner_file(meta.stem, principal).is_file():
+                continue
             info = self._uploaded(meta.stem)
             if info is not None:
                 infos.append(info)
@@ -336,8 +346,11 @@ class CheckpointStore:
 
     # -- lookup -------------------------------------------------------------------------------------
 
-    def list(self) -> list[CheckpointInfo]:
-        """Mounted and builtin checkpoints (unusable ones flagged, with their problem), then uploads."""
+    def list(self, principal: str | None = None) -> list[CheckpointInfo]:
+        """Mounted and builtin checkpoints (unusable ones flagged, with their problem), then uploads.
+
+        With `principal`, only the uploads it owns (see `_uploads`).
+        """
         infos: list[CheckpointInfo] = []
         for path, name, source in self._mounted():
             try:
@@ -345,7 +358,7 @@ class CheckpointStore:
             except (CheckpointError, OSError) as exc:
                 # The operator's to fix: shown as unusable, never breaking the listing.
                 infos.append(self._unusable(path, name, source, str(exc)))
-        infos.extend(self._uploads())
+        infos.extend(self._uploads(principal))
         return infos
 
     def resolve(
@@ -388,7 +401,7 @@ class CheckpointStore:
         # Uploads by any file name they were uploaded under: the newest one wins.
         named = [
             info
-            for info in self._uploads()
+            for info in self._uploads(principal)
             if (visible is None or visible(info)) and self.has_name(info, ref, principal)
         ]
         if principal is not None:

@@ -165,7 +165,9 @@ def list_checkpoints(
 ) -> Page[CheckpointInfo]:
     """The checkpoints the caller may use: built-in, mounted (unusable ones flagged), and its own uploads."""
     visible = checkpoint_visibility(store, principal)
-    seen = (checkpoint_as_seen_by(store, i, principal) for i in store.list() if visible(i))
+    seen = (
+        checkpoint_as_seen_by(store, i, principal) for i in store.list(name_lookup_principal(principal)) if visible(i)
+    )
     items = [i for i in seen if i is not None]
     return Page[CheckpointInfo](items=items[offset : offset + limit], total=len(items), limit=limit, offset=offset)
 

@@ -120,8 +120,11 @@ def test_malformed_graphs_are_checkpoint_errors_not_crashes(tmp_path: Path, data
     assert isinstance(error, CheckpointError), repr(error)
 
 
-def _float_tensor(numel: int = 1) -> bytes:
-    """Opcodes of a float32 tensor of `numel` elements in storage "0" (torch's protocol-2 spelling)."""
+def _float_tensor(numel: int = 1, size: int | None = None, step: int = 1) -> bytes:
+    """Opcodes of a float32 tensor in storage "0" of `numel` elements (torch's protocol-2 spelling).
+
+    The tensor is a 1-D view of `size` elements (default `numel`) `step` elements apart.
+    """
     return (
         hostile.op_global("torch._utils", "_rebuild_tensor_v2")
         + b"(("
@@ -133,18 +136,18 @@ def _float_tensor(numel: int = 1) -> bytes:
         + b"tQ"
         + hostile.op_int(0)
         + b"("
-        + hostile.op_int(numel)
+        + hostile.op_int(numel if size is None else size)
         + b"t("
-        + hostile.op_int(1)
+        + hostile.op_int(step)
         + b"t\x89"
         + hostile.op_global("collections", "OrderedDict")
         + b")RtR"
     )
 
 
-def _state_dict_pickle(numel: int = 1) -> bytes:
-    """``{"state_dict": {"w": <float tensor>}, "yaml": "yolov5n"}``."""
-    sd = b"}(" + hostile.op_str("w") + _float_tensor(numel) + b"u"
+def _state_dict_pickle(numel: int = 1, tensor: bytes | None = None) -> bytes:
+    """``{"state_dict": {"w": <tensor, default a float tensor of numel>}, "yaml": "yolov5n"}``."""
+    sd = b"}(" + hostile.op_str("w") + (tensor or _float_tensor(numel)) + b"u"
     return hostile.checkpoint_dict(yaml=hostile.op_str("yolov5n")).replace(
         hostile.op_str("state_dict") + b"}", hostile.op_str("state_dict") + sd, 1
     )
@@ -206,3 +209,13 @@ def test_hub_variant_blocks_are_named_in_the_refusal(tmp_path: Path, block: str)
     blob = hostile.checkpoint_dict(hostile.op_str("m") + hostile.op_global("models.common", block) + b")\x81")
     with pytest.raises(CheckpointError, match=f"the {block} block .* is not supported"):
         inspect_checkpoint(write_archive(tmp_path / "hub.pt", blob))
+
+
+@pytest.mark.parametrize(("size", "step"), [(1_000_000_000, 0), (2, 1), (1, 5)], ids=["expanded", "longer", "offset"])
+def test_tensor_views_beyond_their_storage_are_refused(tmp_path: Path, size: int, step: int) -> None:
+    # torch.load would rebuild a billion-element stride-0 view of one float; .float() would then take 4 GB.
+    blob = _state_dict_pickle(tensor=_float_tensor(1, size=size, step=step))
+    if size == 1:  # a one-element view 5 elements in: offset past the storage
+        blob = blob.replace(hostile.op_int(0) + b"(" + hostile.op_int(1), hostile.op_int(5) + b"(" + hostile.op_int(1))
+    with pytest.raises(CheckpointError, match="beyond or larger than their storage"):
+        inspect_checkpoint(write_archive(tmp_path / "view.pt", blob, {"0": b"\x00\x00\x80\x3f"}))
