@@ -385,3 +385,12 @@ def test_demo_on_a_shared_redis_leaves_no_keys_behind(tmp_path: Path) -> None:
         assert not any(
             k.startswith(rq_adapter.queue_key("prunebench-demo")) for k in rq_adapter.known_queue_keys(shared)
         )
+
+
+def test_a_job_too_large_for_the_worker_fails_at_once_with_the_estimate(service: Service) -> None:
+    # Within the documented ranges (img_size <= 4096, batch_size <= 512), far beyond any worker's memory.
+    job = service.submit(**{**SMALL, "img_size": 4096, "batch_size": 512, "sparsity": 0.2})
+    done = service.wait(job["id"])
+    assert done["status"] == "failed" and len(done["attempts"]) == 1
+    assert "JobTooLarge" in done["error"] and "img_size 4096 x batch 512" in done["error"]
+    assert "lower img_size or batch_size" in done["error"]
