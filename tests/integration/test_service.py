@@ -387,9 +387,12 @@ def test_demo_on_a_shared_redis_leaves_no_keys_behind(tmp_path: Path) -> None:
         )
 
 
-def test_a_job_too_large_for_the_worker_fails_at_once_with_the_estimate(service: Service) -> None:
+@pytest.mark.parametrize("points", [{"sparsity": 0.2}, {"sparsities": [0.1, 0.2]}], ids=["one point", "fanned out"])
+def test_a_job_too_large_for_the_worker_fails_at_once_with_the_estimate(
+    service: Service, points: dict[str, Any]
+) -> None:
     # Within the documented ranges (img_size <= 4096, batch_size <= 512), far beyond any worker's memory.
-    job = service.submit(**{**SMALL, "img_size": 4096, "batch_size": 512, "sparsity": 0.2})
+    job = service.submit(**{**SMALL, "img_size": 4096, "batch_size": 512, **points})
     done = service.wait(job["id"])
     assert done["status"] == "failed" and len(done["attempts"]) == 1
     assert "JobTooLarge" in done["error"] and "img_size 4096 x batch 512" in done["error"]
