@@ -329,8 +329,9 @@ def normalize_global(module: str, name: str) -> str:
 def refusal_message(qualname: str) -> str:
     for prefix, why in _KNOWN_FOREIGN.items():
         if qualname.startswith(prefix):
-            return f"refused global {qualname!r}: {why}"
-    return f"refused global {qualname!r}: not on the checkpoint allow-list"
+            return f"refused global {qualname[:200]!r}: {why}"
+    # Truncated: a crafted GLOBAL line may be megabytes long, and the message goes into a 422 body.
+    return f"refused global {qualname[:200]!r}: not on the checkpoint allow-list"
 
 
 class _RestrictedUnpickler(pickle.Unpickler):

@@ -254,6 +254,8 @@ def estimate_architecture(cfg: object, nc: int | None = None) -> ArchEstimate:
             c2 = c_in
             scale = s_in * _int(args[1] if len(args) > 1 else k, f"layer {i} pooling stride", 1, 64)
         elif name == "Detect":
+            if not isinstance(cfg.get("anchors"), list):
+                levels = len(src)  # ``anchors: 3`` gives a count per level; the levels are Detect's inputs
             if len(src) != levels:
                 raise ArchitectureError(f"Detect takes {len(src)} levels but anchors define {levels}")
             params += sum((chans[s] + 1) * no for s in src)
