@@ -247,6 +247,7 @@ def estimate_architecture(cfg: object, nc: int | None = None) -> ArchEstimate:
             c2, scale = sum(chans[s] for s in src), s_in
         elif name == "nn.Upsample":
             factor = args[1] if len(args) > 1 else 2
+            factor = round(factor) if isinstance(factor, float) and math.isfinite(factor) else factor
             c2 = c_in
             scale = max(s_in // _int(factor, f"layer {i} upsample factor", 1, 64), 1)
         elif name == "nn.MaxPool2d":
