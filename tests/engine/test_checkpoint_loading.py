@@ -241,3 +241,12 @@ def test_models_without_three_input_channels_are_refused_at_load(tmp_path: Path)
     torch.save({"state_dict": gray.state_dict(), "yaml": gray.yaml, "names": ["a", "b", "c"]}, declared)
     with pytest.raises(CheckpointError, match="1 input channel"):
         load_model(declared)
+
+
+def test_each_load_gets_its_own_stand_in_classes() -> None:
+    # Whatever one file's pickle does to the classes it is loaded into stays with that load.
+    first, second = _torch_load(DEMO_CHECKPOINT)["model"], _torch_load(DEMO_CHECKPOINT)["model"]
+    assert type(first).__name__ == type(second).__name__ == "DetectionModel"
+    assert type(first) is not type(second)
+    type(first).qualname = "tampered"
+    assert load_model(DEMO_CHECKPOINT).format == "yolov5"
