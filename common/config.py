@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     worker_redis_outage_s: float = Field(
         300.0, ge=0, description="A worker waits this long for Redis to come back before giving up (0: no wait)."
     )
+    worker_memory_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Memory one job may use on this worker (jobs estimated to need more fail); "
+        "default: the cgroup limit, else physical RAM.",
+    )
     fanout: bool = Field(True, description="Run a sweep's points in parallel on all free workers (rq child jobs).")
     worker_preload: bool = Field(
         True, description="Import torch and the engine's libraries once in the worker, not in every job."

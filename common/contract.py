@@ -394,7 +394,7 @@ class CheckpointInfo(BaseModel):
     id: str = Field(..., description="sha256 hex digest of the file's bytes.")
     name: str
     size_bytes: int
-    format: CheckpointFormat
+    format: CheckpointFormat | None = Field(..., description="Layout of the file; null when it is unusable.")
     num_classes: int
     class_names: list[str]
     source: CheckpointSource = "upload"
@@ -402,6 +402,8 @@ class CheckpointInfo(BaseModel):
     stride: list[float] | None = None
     created_at: datetime | None = None
     owner: str | None = None
+    usable: bool = Field(True, description="False for a mounted file prunebench cannot load (see `problem`).")
+    problem: str | None = Field(None, description="Why an unusable mounted file cannot be loaded.")
 
 
 class DatasetInfo(BaseModel):

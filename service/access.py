@@ -4,8 +4,9 @@ A principal is the owner name behind the caller's API key (prunebench.service.au
 
 - Jobs: an owner sees, cancels and retries its own jobs; `admin` sees every job.
 - Checkpoints: built-in and mounted (models dir) checkpoints are everyone's; an upload is visible to
-  each owner who uploaded those bytes, and to `admin`. An owner sees itself as the upload's owner:
-  who else uploaded the same bytes is none of its business.
+  each owner who uploaded those bytes, and to `admin`. An owner sees its own view of the upload (the
+  name it uploaded it under, its upload time, itself as owner): who else uploaded the same bytes, when
+  and under what name is none of its business.
 - Datasets: the catalog is everyone's (the caller only needs a valid key).
 
 Anything not visible answers exactly like something that does not exist (404), so no caller learns
@@ -44,8 +45,16 @@ def checkpoint_visibility(store: CheckpointStore, principal: str) -> Callable[[C
     return visible
 
 
-def checkpoint_as_seen_by(info: CheckpointInfo, principal: str) -> CheckpointInfo:
-    """The checkpoint as `principal` sees it: its own upload names it as the owner."""
-    if info.source == "upload" and principal != ADMIN:
-        return info.model_copy(update={"owner": principal})
-    return info
+def checkpoint_as_seen_by(store: CheckpointStore, info: CheckpointInfo, principal: str) -> CheckpointInfo | None:
+    """The checkpoint as `principal` sees it (an upload: its own view), or None when it may not see it.
+
+    `admin` sees an upload as its first uploader stored it.
+    """
+    if info.source != "upload" or principal == ADMIN:
+        return info
+    return store.owner_view(info, principal)
+
+
+def name_lookup_principal(principal: str) -> str | None:
+    """Whose upload names a lookup by file name searches: the caller's own, or (admin) everyone's."""
+    return None if principal == ADMIN else principal

@@ -93,13 +93,18 @@ def _publish_artifacts(job_id: str, result: JobResult) -> None:
             run.onnx.artifact = f"/v1/jobs/{job_id}/runs/{k}/onnx"
 
 
-def _cached_result(store: JobStore, cache: ResultCache, key: str, job_id: str) -> JobResult | None:
-    """The stored result of an identical earlier job, re-issued under this job's id."""
+def _cached_result(
+    store: JobStore, cache: ResultCache, key: str, job_id: str, checkpoint: CheckpointInfo
+) -> JobResult | None:
+    """The stored result of an identical earlier job, re-issued under this job's id.
+
+    The checkpoint is this job's view of it: the earlier job may be another owner's, under its name.
+    """
     source = cache.lookup(key)
     earlier = store.get_result(source) if source else None
     if earlier is None:
         return None
-    return earlier.model_copy(update={"job_id": job_id, "cached": True, "cache_key": key})
+    return earlier.model_copy(update={"job_id": job_id, "cached": True, "cache_key": key, "checkpoint": checkpoint})
 
 
 @tagged_with_job
@@ -124,7 +129,7 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
         key = cache_key(
             job.request, inputs.checkpoint.id, inputs.dataset, memo, inputs.train_dataset, inputs.calibration_dataset
         )
-        cached = _cached_result(store, cache, key, job_id) if cacheable(job.request) else None
+        cached = _cached_result(store, cache, key, job_id, inputs.checkpoint) if cacheable(job.request) else None
         if cached is not None:
             store.finish_succeeded(job_id, cached)
             log.info("job %s: succeeded from the cache", job_id)
@@ -184,10 +189,14 @@ def _resolve_inputs(store: JobStore, settings: Settings, job: JobResource) -> _I
     pinned = store.checkpoint_id(job.id)
     # Among uploads sharing a name (several owners may use `det.pt`), take the one submitted.
     same = (lambda candidate: candidate.id == pinned) if pinned else None
-    info, path = CheckpointStore(settings).resolve(job.request.checkpoint, same)
+    checkpoints = CheckpointStore(settings)
+    info, path = checkpoints.resolve(job.request.checkpoint, same)
     if pinned and info.id != pinned:
         # A mounted file replaced after submission: run what was asked for, or nothing.
         raise CheckpointChanged(f"{job.request.checkpoint!r} changed since the job was submitted")
+    if info.source == "upload" and job.owner is not None:
+        # The result shows the submitter's own view of a shared upload, never another owner's name or time.
+        info = checkpoints.owner_view(info, job.owner) or info.model_copy(update={"owner": job.owner})
     catalog = load_catalog(settings.datasets, include_builtin=settings.builtin_assets)
     train = job.request.finetune
     train_dataset = resolve_dataset(catalog, train.dataset) if train is not None else None

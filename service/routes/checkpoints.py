@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 from prunebench.checkpoints.store import CheckpointError, CheckpointStore, UnknownCheckpoint, is_plain_name
 from prunebench.contract import CheckpointInfo, Page
-from prunebench.service.access import checkpoint_as_seen_by, checkpoint_visibility
+from prunebench.service.access import checkpoint_as_seen_by, checkpoint_visibility, name_lookup_principal
 from prunebench.service.deps import CheckpointStoreDep, PrincipalDep, SettingsDep
 from prunebench.service.problems import Problem
 from prunebench.service.responses import PROBLEM_RESPONSES
@@ -111,7 +111,10 @@ def _too_large(limit: int) -> Problem:
 async def upload_checkpoint(
     request: Request, response: Response, store: CheckpointStoreDep, settings: SettingsDep, owner: PrincipalDep
 ) -> CheckpointInfo:
-    """Upload a checkpoint as multipart field `file`: 201 when new, 200 when these bytes are known."""
+    """Upload a checkpoint as multipart field `file`: 201 when new to the caller, 200 when it sent these bytes before.
+
+    The answer is the caller's own view: whether anyone else uploaded the same bytes never shows.
+    """
     limit = settings.max_upload_bytes
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
@@ -150,7 +153,7 @@ async def upload_checkpoint(
         tmp.unlink(missing_ok=True)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/checkpoints/{info.id}"
-    return checkpoint_as_seen_by(info, owner)
+    return info
 
 
 @router.get("", response_model=Page[CheckpointInfo])
@@ -160,9 +163,12 @@ def list_checkpoints(
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[CheckpointInfo]:
-    """The checkpoints the caller may use: built-in, mounted, and its own uploads."""
+    """The checkpoints the caller may use: built-in, mounted (unusable ones flagged), and its own uploads."""
     visible = checkpoint_visibility(store, principal)
-    items = [checkpoint_as_seen_by(i, principal) for i in store.list() if visible(i)]
+    seen = (
+        checkpoint_as_seen_by(store, i, principal) for i in store.list(name_lookup_principal(principal)) if visible(i)
+    )
+    items = [i for i in seen if i is not None]
     return Page[CheckpointInfo](items=items[offset : offset + limit], total=len(items), limit=limit, offset=offset)
 
 
@@ -170,13 +176,14 @@ def resolve_visible(store: CheckpointStore, ref: str, principal: str) -> tuple[C
     """The checkpoint `ref` names, as the caller may see it; raises a 404 Problem otherwise."""
     visible = checkpoint_visibility(store, principal)
     try:
-        info, path = store.resolve(ref, visible)
+        info, path = store.resolve(ref, visible, name_lookup_principal(principal))
     except UnknownCheckpoint as exc:
         raise Problem(404, f"unknown checkpoint {ref!r}: {exc.reason}", kind="unknown-checkpoint") from exc
-    if not visible(info):
+    seen = checkpoint_as_seen_by(store, info, principal) if visible(info) else None
+    if seen is None:
         # The same answer as for an id nobody uploaded: no hint that the checkpoint exists.
         raise Problem(404, f"unknown checkpoint {ref!r}: no such checkpoint", kind="unknown-checkpoint")
-    return checkpoint_as_seen_by(info, principal), path
+    return seen, path
 
 
 @router.get("/{ref}", response_model=CheckpointInfo)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from prunebench.checkpoints.architectures import official_config
 from prunebench.checkpoints.inspect import CheckpointError, class_names, inspect_checkpoint
 from tests.support.hostile import ExecPayload, SystemPayload, write_torch_zip
 from tests.support.paths import DEMO_CHECKPOINT
@@ -128,14 +129,7 @@ def test_state_dict_and_prunebench_layouts(tmp_path: Path) -> None:
     assert (meta.format, meta.arch, meta.num_classes, meta.class_names) == ("state_dict", "yolov5s", 2, ["cat", "dog"])
     assert meta.stride == [8.0, 16.0, 32.0]
 
-    yaml_cfg = {
-        "nc": 3,
-        "depth_multiple": 1.33,
-        "width_multiple": 1.25,
-        "anchors": [[1, 2]] * 3,
-        "backbone": [],
-        "head": [],
-    }
+    yaml_cfg = official_config("yolov5x", nc=3)
     artifact = pickle.dumps(
         {"format": "prunebench", "yaml": yaml_cfg, "names": ["a", "b"], "stride": [8.0, 16.0, 32.0]},
         protocol=2,

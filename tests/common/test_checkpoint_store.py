@@ -34,7 +34,9 @@ def store(tmp_path: Path, models_dir: Path) -> CheckpointStore:
 
 def test_builtin_and_mounted_checkpoints_are_listed(store: CheckpointStore) -> None:
     infos = {i.name: i for i in store.list()}
-    assert set(infos) == {"yolov5n-copy.pt", "yolov5n_shapes.pt"}  # broken.pt and notes.txt are skipped
+    assert set(infos) == {"yolov5n-copy.pt", "yolov5n_shapes.pt", "broken.pt"}  # notes.txt is no checkpoint
+    assert not infos["broken.pt"].usable and "not a torch checkpoint" in (infos["broken.pt"].problem or "")
+    assert infos["yolov5n-copy.pt"].usable and infos["yolov5n-copy.pt"].problem is None
     assert infos["yolov5n-copy.pt"].source == "models_dir" and infos["yolov5n_shapes.pt"].source == "builtin"
     assert infos["yolov5n-copy.pt"].id == infos["yolov5n_shapes.pt"].id == sha256_file(BUILTIN_CHECKPOINT)
 
@@ -87,5 +89,36 @@ def test_upload_commit_and_refusal(store: CheckpointStore) -> None:
         store.add_upload(tmp, "0" * 64, "bad.pt", "local")
     assert not tmp.exists() and not store.upload_path("0" * 64).exists()
     assert sorted(p.name for p in store.uploads_dir.iterdir()) == sorted(
-        [".incoming", f"{sha}.pt", f"{sha}.json", f"{sha}.owners", f"{sha}.names"]
+        [".incoming", f"{sha}.pt", f"{sha}.json", f"{sha}.owners"]
     )
+
+
+def test_each_owner_sees_only_its_own_view_of_shared_bytes(store: CheckpointStore) -> None:
+    tmp = store.incoming_dir() / "upload.part"
+    shutil.copy(BUILTIN_CHECKPOINT, tmp)
+    sha = sha256_file(tmp)
+    alice, created = store.add_upload(tmp, sha, "secret-project.pt", "alice")
+    assert created and alice.owner == "alice"
+    shutil.copy(BUILTIN_CHECKPOINT, tmp)
+    bob, created = store.add_upload(tmp, sha, "bobs.pt", "bob")
+    # New to bob: created, his name, his time, himself; nothing of alice's.
+    assert created and (bob.name, bob.owner) == ("bobs.pt", "bob") and bob.created_at != alice.created_at
+    blob = store.resolve(sha)[0]
+    bobs_view = store.owner_view(blob, "bob")
+    assert bobs_view is not None and (bobs_view.name, bobs_view.owner) == ("bobs.pt", "bob")
+    assert bobs_view.created_at == bob.created_at
+    assert store.owner_view(blob, "carol") is None
+    with pytest.raises(UnknownCheckpoint):
+        store.resolve("secret-project.pt", principal="bob")
+    assert store.resolve("bobs.pt", principal="bob")[0].name == "bobs.pt"
+    alices_view = store.owner_view(blob, "alice")
+    assert alices_view is not None and (alices_view.name, alices_view.created_at) == (
+        "secret-project.pt",
+        alice.created_at,
+    )
+    assert [i.id for i in store.list("carol") if i.source == "upload"] == []
+    # A repeat by bob is no longer new, and keeps his first time.
+    shutil.copy(BUILTIN_CHECKPOINT, tmp)
+    again, created = store.add_upload(tmp, sha, "bobs-v2.pt", "bob")
+    assert not created and again.created_at == bob.created_at
+    assert store.resolve("bobs-v2.pt", principal="bob")[0].id == sha

@@ -183,3 +183,70 @@ def test_top_detection_matches_upstream(demo: LoadedModel) -> None:
     assert int(cls) + 1 == upstream["category_id"]  # demo category ids are class index + 1
     assert float(score) == pytest.approx(upstream["score"], abs=1e-4)
     assert ours == pytest.approx(upstream["bbox"], abs=2e-3)  # upstream rounds to 3 decimals
+
+
+def _yolov3_tiny(nc: int) -> dict[str, object]:
+    """yolov3-tiny's layer graph (upstream's yolov3-tiny.yaml, v9.6): plain convs, max-pooling, a ZeroPad2d."""
+    pools = [[-1, 1, "nn.MaxPool2d", [2, 2, 0]]]
+    backbone: list[list[object]] = []
+    for width in (16, 32, 64, 128, 256):
+        backbone += [[-1, 1, "Conv", [width, 3, 1]], *pools]
+    backbone += [
+        [-1, 1, "Conv", [512, 3, 1]],
+        [-1, 1, "nn.ZeroPad2d", [[0, 1, 0, 1]]],
+        [-1, 1, "nn.MaxPool2d", [2, 1, 0]],
+    ]
+    head = [
+        [-1, 1, "Conv", [1024, 3, 1]],
+        [-1, 1, "Conv", [256, 1, 1]],
+        [-1, 1, "Conv", [512, 3, 1]],  # 15: P5/32
+        [-2, 1, "Conv", [128, 1, 1]],
+        [-1, 1, "nn.Upsample", [None, 2, "nearest"]],
+        [[-1, 8], 1, "Concat", [1]],
+        [-1, 1, "Conv", [256, 3, 1]],  # 19: P4/16
+        [[19, 15], 1, "Detect", ["nc", "anchors"]],
+    ]
+    anchors = [[10, 14, 23, 27, 37, 58], [81, 82, 135, 169, 344, 319]]
+    return {
+        "nc": nc,
+        "depth_multiple": 1.0,
+        "width_multiple": 0.25,
+        "anchors": anchors,
+        "backbone": backbone,
+        "head": head,
+    }
+
+
+def test_yolov3_tiny_layout_loads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = DetectionModel(_yolov3_tiny(nc=2)).eval()
+    assert source.stride.tolist() == [16.0, 32.0]
+    path = tmp_path / "tiny.pt"
+    torch.save({"state_dict": source.state_dict(), "yaml": source.yaml, "names": ["a", "b"]}, path)
+    loaded = load_model(path)
+    x = torch.rand(1, 3, 128, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x)[0], source(x)[0])
+    assert loaded.stride == [16.0, 32.0]
+
+
+def test_models_without_three_input_channels_are_refused_at_load(tmp_path: Path) -> None:
+    # A 1-channel model (grayscale): refused before any batch, whatever its yaml claims.
+    gray = DetectionModel(get_config("yolov5n", nc=3), ch=1).eval()
+    path = tmp_path / "gray.pt"
+    torch.save({"state_dict": gray.state_dict(), "yaml": "yolov5n", "names": ["a", "b", "c"]}, path)
+    with pytest.raises(CheckpointError, match="takes 1 input channels, not 3"):
+        load_model(path)
+    declared = tmp_path / "declared.pt"
+    torch.save({"state_dict": gray.state_dict(), "yaml": gray.yaml, "names": ["a", "b", "c"]}, declared)
+    with pytest.raises(CheckpointError, match="1 input channel"):
+        load_model(declared)
+
+
+def test_each_load_gets_its_own_stand_in_classes() -> None:
+    # Whatever one file's pickle does to the classes it is loaded into stays with that load.
+    first, second = _torch_load(DEMO_CHECKPOINT)["model"], _torch_load(DEMO_CHECKPOINT)["model"]
+    assert type(first).__name__ == type(second).__name__ == "DetectionModel"
+    assert type(first) is not type(second)
+    type(first).qualname = "tampered"
+    assert load_model(DEMO_CHECKPOINT).format == "yolov5"

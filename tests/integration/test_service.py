@@ -385,3 +385,38 @@ def test_demo_on_a_shared_redis_leaves_no_keys_behind(tmp_path: Path) -> None:
         assert not any(
             k.startswith(rq_adapter.queue_key("prunebench-demo")) for k in rq_adapter.known_queue_keys(shared)
         )
+
+
+@pytest.mark.parametrize("points", [{"sparsity": 0.2}, {"sparsities": [0.1, 0.2]}], ids=["one point", "fanned out"])
+def test_a_job_too_large_for_the_worker_fails_at_once_with_the_estimate(
+    service: Service, points: dict[str, Any]
+) -> None:
+    # Within the documented ranges (img_size <= 4096, batch_size <= 512), far beyond any worker's memory.
+    job = service.submit(**{**SMALL, "img_size": 4096, "batch_size": 512, **points})
+    done = service.wait(job["id"])
+    assert done["status"] == "failed" and len(done["attempts"]) == 1
+    assert "JobTooLarge" in done["error"] and "img_size 4096 x batch 512" in done["error"]
+    assert "lower img_size or batch_size" in done["error"]
+
+
+def test_a_shared_upload_shows_each_owner_only_its_own_view_in_job_results(service: Service) -> None:
+    data = (DEMO_DIR / "yolov5n_shapes.pt").read_bytes()
+    job_body = {**SMALL, "max_images": 4, "sparsity": 0.0}
+    with service.client("alice") as alice, service.client("bob") as bob:
+        mine = alice.post("/v1/checkpoints", files={"file": ("alices-secret-project.pt", data)}).json()
+        first = alice.post("/v1/jobs", json={**job_body, "checkpoint": "alices-secret-project.pt"}).json()
+        assert service.wait(first["id"])["status"] == "succeeded"
+        theirs = bob.post("/v1/checkpoints", files={"file": ("bobs.pt", data)})
+        assert theirs.status_code == 201 and theirs.json()["id"] == mine["id"]
+        # The same request by bob is answered from the cache: still his view of the checkpoint.
+        second = bob.post("/v1/jobs", json={**job_body, "checkpoint": "bobs.pt"}).json()
+        deadline = time.monotonic() + 120
+        while bob.get(f"/v1/jobs/{second['id']}").json()["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert bob.get(f"/v1/jobs/{second['id']}").json()["status"] == "succeeded"
+        result = bob.get(f"/v1/jobs/{second['id']}/result").json()
+        assert result["cached"]
+        seen = result["checkpoint"]
+        assert (seen["name"], seen["owner"], seen["created_at"]) == ("bobs.pt", "bob", theirs.json()["created_at"])
+        assert "alices-secret-project" not in bob.get(f"/v1/jobs/{second['id']}/result").text

@@ -117,10 +117,24 @@ def test_uploads_are_private_and_shared_only_by_uploading_the_same_bytes(client:
     denied = client.post("/v1/jobs", json={**JOB, "checkpoint": "mine.pt"}, headers=bearer(BOB))
     assert denied.status_code == 404, denied.text
 
-    # Bob uploads the same bytes: one stored checkpoint, now his too; alice keeps it.
+    # Bob uploads the same bytes: one stored blob, now his too; alice keeps it. Bob's answer is exactly
+    # what a first upload would give him (201, his name, his time, himself): nothing says alice has it.
+    alice_before = client.get("/v1/checkpoints", headers=bearer(ALICE)).json()
     again = client.post("/v1/checkpoints", files={"file": ("bobs.pt", data)}, headers=bearer(BOB))
-    assert again.status_code == 200 and again.json()["id"] == ckpt["id"]
-    assert again.json()["owner"] == "bob"  # each owner sees themself, not who else holds it
+    assert again.status_code == 201 and again.json()["id"] == ckpt["id"]
+    bobs = again.json()
+    assert (bobs["owner"], bobs["name"]) == ("bob", "bobs.pt") and bobs["created_at"] != ckpt["created_at"]
+    listed = {c["id"]: c for c in client.get("/v1/checkpoints", headers=bearer(BOB)).json()["items"]}
+    assert (listed[ckpt["id"]]["name"], listed[ckpt["id"]]["created_at"]) == ("bobs.pt", bobs["created_at"])
+    fetched = client.get(f"/v1/checkpoints/{ckpt['id']}", headers=bearer(BOB)).json()
+    assert (fetched["name"], fetched["owner"], fetched["created_at"]) == ("bobs.pt", "bob", bobs["created_at"])
+    # Alice's name still finds nothing for bob; alice's own view is unchanged.
+    assert client.get("/v1/checkpoints/mine.pt", headers=bearer(BOB)).status_code == 404
+    assert client.get("/v1/checkpoints/bobs.pt", headers=bearer(ALICE)).status_code == 404
+    assert client.get("/v1/checkpoints", headers=bearer(ALICE)).json() == alice_before
+    # Bob sending the same bytes again is his own repeat: 200, still his view.
+    repeat = client.post("/v1/checkpoints", files={"file": ("bobs.pt", data)}, headers=bearer(BOB))
+    assert repeat.status_code == 200 and repeat.json()["created_at"] == bobs["created_at"]
     assert ckpt["id"] in ids(BOB) and ckpt["id"] in ids(ALICE)
     ok = client.post("/v1/jobs", json={**JOB, "checkpoint": ckpt["id"]}, headers=bearer(BOB))
     assert ok.status_code == 202, ok.text

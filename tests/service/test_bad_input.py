@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from prunebench.config import Settings
 from prunebench.jobs.keys import Keys
 from prunebench.service.app import create_app
+from tests.support import hostile
 from tests.support.hostile import SystemPayload
 from tests.support.paths import DEMO_DIR
 
@@ -229,3 +230,51 @@ def test_a_finetune_job_on_a_yolo_split_is_accepted(client: TestClient, app_sett
     listing = client.get("/v1/datasets", headers=AUTH).json()["items"]
     formats = {d["name"]: d["format"] for d in listing}
     assert formats["shapes-train-mini"] == "yolo" and formats["shapes-val"] == "coco"
+
+
+def _archive(pickle_bytes: bytes) -> bytes:
+    """A torch-style zip around crafted pickle bytes (see tests.support.hostile)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle_bytes)
+        zf.writestr("archive/version", "3\n")
+    return buf.getvalue()
+
+
+CRAFTED = {
+    "deep nesting (RecursionError)": hostile.deep_list(100_000),
+    "a list where _modules belongs (AttributeError)": hostile.modules_not_a_dict(),
+    "bytearray(N)": hostile.bytearray_of_size(300_000_000),
+    "huge memo index": hostile.memo_index(2**31),
+    "nc 200000": hostile.names_padded_to(200_000),
+}
+
+
+@pytest.mark.parametrize("label", list(CRAFTED))
+def test_crafted_uploads_are_422_problems_never_500(client: TestClient, app_settings: Settings, label: str) -> None:
+    response = client.post("/v1/checkpoints", files={"file": ("x.pt", _archive(CRAFTED[label]))}, headers=AUTH)
+    body = problem(response, 422)
+    assert body["detail"].startswith("not a usable checkpoint:")
+    uploads = app_settings.uploads_dir
+    assert not list(uploads.glob("*.json")) and not list(uploads.glob("*.pt"))
+
+
+def test_an_unusable_mounted_file_is_listed_as_such_and_breaks_nothing(
+    client: TestClient, app_settings: Settings
+) -> None:
+    assert app_settings.models_dir is not None
+    (app_settings.models_dir / "broken.pt").write_bytes(_archive(hostile.deep_list(100_000)))
+    (app_settings.models_dir / "odd.pt").write_bytes(_archive(hostile.modules_not_a_dict()))
+    listing = client.get("/v1/checkpoints", headers=AUTH)
+    assert listing.status_code == 200, listing.text
+    items = {c["name"]: c for c in listing.json()["items"]}
+    for name in ("broken.pt", "odd.pt"):
+        assert not items[name]["usable"] and items[name]["format"] is None and items[name]["problem"]
+    assert items["yolov5n_shapes.pt"]["usable"]
+    builtin = items["yolov5n_shapes.pt"]["id"]
+    assert client.get(f"/v1/checkpoints/{builtin}", headers=AUTH).status_code == 200
+    assert client.post("/v1/jobs", json={**JOB, "checkpoint": builtin}, headers=AUTH).status_code == 202
+    # The broken file itself: a 404 that says why, and no job.
+    body = problem(client.get("/v1/checkpoints/broken.pt", headers=AUTH), 404)
+    assert "not usable" in body["detail"] and "nested deeper" in body["detail"]
+    problem(client.post("/v1/jobs", json={**JOB, "checkpoint": "broken.pt"}, headers=AUTH), 404)

@@ -38,10 +38,13 @@ from prunebench.checkpoints.inspect import (
     class_names,
     find_upstream_model,
     inspect_checkpoint,
+    qualname_of,
     refusal_message,
     stand_in,
 )
+from prunebench.checkpoints.limits import INPUT_CHANNELS
 from prunebench.worker.engine.yolo.configs import get_config
+from prunebench.worker.engine.yolo.layers import Focus
 from prunebench.worker.engine.yolo.model import DetectionModel, build_model
 
 # The activations upstream has used in Conv/BottleneckCSP across versions (<= v3 LeakyReLU/Hardswish).
@@ -69,14 +72,14 @@ class LoadedModel:
     arch: str | None
 
 
-_STAND_INS: list[tuple[type[InertStub], str]] = [
-    (stand_in(name), name) for name in (*UPSTREAM_MODULES, *TORCH_MODULES, *INERT_VALUES)
-]
+def _stand_ins() -> list[tuple[type[InertStub], str]]:
+    """Fresh stand-in classes for one load: nothing a file does to them can reach another file's load."""
+    return [(stand_in(name), name) for name in (*UPSTREAM_MODULES, *TORCH_MODULES, *INERT_VALUES)]
 
 
 def _torch_load(path: Path) -> Any:
     try:
-        with torch.serialization.safe_globals(list(_STAND_INS)):
+        with torch.serialization.safe_globals(list(_stand_ins())):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files; all mean "cannot load"
         text = str(exc)
@@ -120,7 +123,7 @@ def _sync_module_settings(model: DetectionModel, tree: list[tuple[str, InertStub
         if target is None:
             continue
         attrs = pickled.__dict__
-        factory = _ACTIVATION_FACTORIES.get(pickled.qualname)
+        factory = _ACTIVATION_FACTORIES.get(qualname_of(pickled) or "")
         if factory is not None and isinstance(target, _ACTIVATION_TYPES):
             replacement = factory(attrs)
             if type(replacement) is not type(target) or repr(replacement) != repr(target):
@@ -159,7 +162,22 @@ def _resolve_yaml(spec: object, names: object, state: Mapping[str, torch.Tensor]
     return get_config(arch, nc=nc or 80)
 
 
+def _check_input_channels(model: DetectionModel) -> None:
+    """Refuse models that do not take RGB input (a ``ch: 1`` yaml, or first-layer weights of another width).
+
+    Checked here, not at the first batch: a state dict can narrow the first conv whatever the yaml says.
+    """
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    expected = INPUT_CHANNELS * (4 if isinstance(model.model[0], Focus) else 1)
+    if first is not None and first.in_channels != expected:
+        raise CheckpointError(
+            f"the model's first layer takes {first.in_channels} input channels, not {expected}: prunebench "
+            f"evaluates RGB images, so only {INPUT_CHANNELS}-channel models are supported"
+        )
+
+
 def _finish(model: DetectionModel, names: object, fmt: str, yaml_cfg: dict[str, Any], arch: str | None) -> LoadedModel:
+    _check_input_channels(model)
     nc = model.nc
     resolved = class_names(names, nc)
     model.names = resolved
@@ -184,7 +202,7 @@ def _load_upstream(obj: Any, arch: str | None) -> LoadedModel:
     tree = _walk(root)
     state = _state_of(tree)
     yaml_cfg = dict(yaml_cfg)
-    heads = [m for _, m in tree if m.qualname == "models.yolo.Detect"]
+    heads = [m for _, m in tree if qualname_of(m) == "models.yolo.Detect"]
     head_nc = heads[-1].__dict__.get("nc") if heads else None
     if isinstance(head_nc, int):
         yaml_cfg["nc"] = head_nc  # the head is authoritative when an old yaml disagrees

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from prunebench.checkpoints.inspect import inspect_checkpoint
+from prunebench.config import get_settings
 from prunebench.contract import (
     CHANNEL_FIELDS,
     CheckpointInfo,
@@ -70,6 +71,7 @@ from prunebench.worker.engine.decode_cache import DecodeCache
 from prunebench.worker.engine.device import environment, resolve_device, use_half
 from prunebench.worker.engine.evaluate import EVAL_SHARE, EvalConfig, EvalOutput, evaluate
 from prunebench.worker.engine.export import ExportError
+from prunebench.worker.engine.memory import check_job_fits
 from prunebench.worker.engine.pruning import taylor
 from prunebench.worker.engine.recovery import calibration, stage
 from prunebench.worker.engine.reporting import JobCanceled, NullReporter, Reporter
@@ -253,10 +255,16 @@ def _setup(
     points = request.sweep()
     reporter.progress(_progress(None, "loading", 0, len(points)))
     _check_dataset(dataset)
+    device = resolve_device(request.device)
+    meta = inspect_checkpoint(checkpoint_path)
+    # The network size (img_size rounded up to the largest stride) is what the memory estimate must size.
+    request = _network_request(request, max(meta.stride or [32.0]))
+    # Sized from the file's config before any module is built or tensor inflated: a job that would
+    # exhaust this worker fails now, with the estimate, not minutes later in the kernel's OOM killer.
+    check_job_fits(request, meta, device, get_settings().worker_memory_bytes)
     loaded = load_model(checkpoint_path)
     request = _network_request(request, max(loaded.stride, default=32.0))
     class_map = _class_map(dataset, loaded)
-    device = resolve_device(request.device)
     if request.finetune is not None and train_dataset is None:
         raise PipelineError(f"fine-tuning needs its training dataset {request.finetune.dataset!r}")
     unfused = copy.deepcopy(loaded.model).float().eval().to(device)

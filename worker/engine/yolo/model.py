@@ -46,6 +46,7 @@ _MODULES: dict[str, type[nn.Module]] = {
     "nn.Upsample": nn.Upsample,
     "nn.MaxPool2d": nn.MaxPool2d,
     "nn.BatchNorm2d": nn.BatchNorm2d,
+    "nn.ZeroPad2d": nn.ZeroPad2d,  # yolov3-tiny pads before its stride-1 pooling
 }
 
 _ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {

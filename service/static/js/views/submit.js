@@ -108,11 +108,13 @@ export async function submitView(view, gen) {
           "optgroup",
           { label: names[source] || source },
           items.map((c) =>
-            h(
-              "option",
-              { value: c.id, selected: c.id === selectId, dataset: { name: c.name } },
-              `${c.name} — ${c.arch || c.format}, ${c.num_classes} classes, ${fmt.bytes(c.size_bytes)}`,
-            ),
+            c.usable === false
+              ? h("option", { value: c.id, disabled: true, title: c.problem || "" }, `${c.name} — unusable: ${c.problem || "cannot be loaded"}`)
+              : h(
+                  "option",
+                  { value: c.id, selected: c.id === selectId, dataset: { name: c.name } },
+                  `${c.name} — ${c.arch || c.format}, ${c.num_classes} classes, ${fmt.bytes(c.size_bytes)}`,
+                ),
           ),
         ),
       ),
