@@ -25,6 +25,7 @@ With N workers and N points, the sweep takes about one point's time plus one job
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,9 +49,12 @@ class PointFailed(RuntimeError):
 
 
 class PointReporter:
-    """The engine's Reporter while it runs one point: the point's progress doubles as its heartbeat.
+    """The engine's Reporter while it runs one point; its progress record is the point's heartbeat.
 
     ``on_progress`` (the parent's) also gets the point's Progress; ``should_stop`` is the job's status.
+    Used as a context manager it also beats on a timer (every ``beat_s``, the last fraction again):
+    a point in a long stage that reports nothing (scoring a large split, export, an epoch) is alive
+    as long as its process is, so only a dead runner goes silent for ``PRUNEBENCH_ABANDONED_AFTER_S``.
     """
 
     def __init__(
@@ -62,16 +66,40 @@ class PointReporter:
         worker: str,
         should_stop: Callable[[], bool],
         on_progress: Callable[[Progress], None] | None = None,
+        beat_s: float = 1.0,
     ) -> None:
         self.store, self.points, self.job_id = store, points, job_id
         self.index, self.worker = index, worker
         self._should_stop = should_stop
         self._on_progress = on_progress
+        self._beat_s = beat_s
+        self._fraction = 0.0
+        self._stopped = threading.Event()
+        self._beater: threading.Thread | None = None
+
+    def __enter__(self) -> PointReporter:
+        self.points.report(self.index, self._fraction, self.worker)
+        self._beater = threading.Thread(target=self._beat, name=f"point-{self.index}-heartbeat", daemon=True)
+        self._beater.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        if self._beater is not None:
+            self._beater.join()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self._beat_s):
+            try:
+                self.points.report(self.index, self._fraction, self.worker)
+            except Exception:  # a Redis hiccup: the next beat (or progress report) tries again
+                log.debug("job %s: point %d heartbeat failed", self.job_id, self.index, exc_info=True)
 
     def progress(self, progress: Progress) -> None:
         runs = max(progress.runs_total, 1)
         # The engine reports percent of the whole sweep; this point's own share is what is left of it.
         fraction = progress.percent * runs / 100.0 - progress.run_index if progress.stage != "done" else 1.0
+        self._fraction = fraction
         self.points.report(self.index, fraction, self.worker)
         if self._on_progress is not None:
             self._on_progress(progress)
@@ -129,12 +157,15 @@ def run_claimed(
             raise JobCanceled()
         if not points.claim(index, worker):
             continue
-        reporter = PointReporter(store, points, job_id, index, worker, should_stop, on_progress)
+        reporter = PointReporter(
+            store, points, job_id, index, worker, should_stop, on_progress, beat_s=settings.heartbeat_s
+        )
         try:
-            if opened is None:
-                opened = _open(request, path, dataset, reporter, settings, job_id)
-            opened.reporter = reporter
-            run = run_point(opened, index)
+            with reporter:
+                if opened is None:
+                    opened = _open(request, path, dataset, reporter, settings, job_id)
+                opened.reporter = reporter
+                run = run_point(opened, index)
         except JobCanceled:
             points.release(index)
             raise
