@@ -383,6 +383,9 @@ class JobRequest(EvalSettings):
         A ``target`` job has no fixed sweep (empty list): its search picks the points as it goes."""
         if self.target is not None:
             return []
+        if self.layer_sparsities is not None and self.sparsity is not None:
+            # One scheduled point (even at sparsity 0: its named layers are pruned), after the dense one.
+            return [0.0, self.sparsity] if self.include_dense else [self.sparsity]
         requested = [self.sparsity] if self.sparsity is not None else list(self.sparsities or [])
         points = sorted(set(requested))
         if self.include_dense and 0.0 not in points:
@@ -424,6 +427,33 @@ class JobRequest(EvalSettings):
         max_length=8,
         description="sensitivity: the sparsities each layer is pruned to, alone.",
     )
+
+    layer_sparsities: dict[str, Sparsity] | None = Field(
+        None,
+        max_length=512,
+        description="With 'sparsity' (the level of layers no pattern names): fnmatch pattern -> that layer's "
+        "sparsity; the first matching pattern wins (l1_unstructured, global_magnitude).",
+    )
+
+    @field_validator("layer_sparsities")
+    @classmethod
+    def _schedule_patterns(cls, schedule: dict[str, float] | None) -> dict[str, float] | None:
+        for pattern in schedule or {}:
+            if not EXCLUDE_PATTERN.match(pattern):
+                raise ValueError(f"layer_sparsities pattern {pattern!r} is not a module-name pattern like 'model.24.*'")
+        return schedule
+
+    @model_validator(mode="after")
+    def _schedule_form(self) -> Self:
+        if self.layer_sparsities is None:
+            return self
+        if not self.layer_sparsities:
+            raise ValueError("layer_sparsities needs at least one pattern")
+        if self.sparsity is None:
+            raise ValueError("layer_sparsities goes with 'sparsity' (the level of the layers no pattern names)")
+        if self.method not in ("l1_unstructured", "global_magnitude"):
+            raise ValueError(f"layer_sparsities applies to l1_unstructured and global_magnitude, not {self.method!r}")
+        return self
 
     @model_validator(mode="after")
     def _target_options(self) -> Self:

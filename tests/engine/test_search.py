@@ -7,7 +7,16 @@ from collections.abc import Callable
 
 import pytest
 
-from prunebench.worker.engine.search import Probe, grid_steps, search_target
+from prunebench.worker.engine.search import (
+    LayerCurve,
+    Probe,
+    greedy_moves,
+    grid_steps,
+    modelled_prefix,
+    schedule_after,
+    search_target,
+    verified_prefix,
+)
 
 Curve = Callable[[float], float]
 
@@ -113,3 +122,47 @@ def test_bad_grid_and_budget_are_errors() -> None:
         search_target(Recorder(lambda s: s), budget=-0.1)
     with pytest.raises(ValueError, match="NaN"):
         search_target(Recorder(lambda s: float("nan")), budget=0.1)
+
+
+# -- greedy schedules over per-layer sensitivity curves ------------------------------------------------------
+
+LEVELS = (0.3, 0.5, 0.7, 0.9)
+
+
+def test_greedy_prunes_robust_big_layers_first_and_spares_sensitive_ones() -> None:
+    curves = [
+        LayerCurve("robust", 1000, LEVELS, (0.0, 0.001, 0.002, 0.004)),
+        LayerCurve("sensitive", 1000, LEVELS, (0.01, 0.05, 0.2, 0.5)),
+        LayerCurve("small", 10, LEVELS, (0.0, 0.0, 0.001, 0.002)),
+    ]
+    moves = greedy_moves(curves)
+    assert moves[0].layer == "robust"
+    assert sum(m.cost for m in moves) == pytest.approx(0.5 + 0.004 + 0.002)
+    k = modelled_prefix(moves, 0.01)
+    schedule = schedule_after(moves, k)
+    assert schedule == {"robust": 0.9, "small": 0.5}, "the sensitive layer's first step alone costs the budget"
+    assert sum(m.cost for m in moves[:k]) <= 0.01
+    assert all(schedule_after(moves, len(moves))[c.name] == 0.9 for c in curves), "the full list reaches the top"
+
+
+def test_non_monotonic_curves_may_skip_levels() -> None:
+    moves = greedy_moves([LayerCurve("noisy", 100, LEVELS, (0.02, 0.0, 0.03, 0.01))])
+    assert [m.level for m in moves] == [0.5, 0.9]  # 0.5 and 0.9 look free: jump there directly
+
+
+def test_a_failing_modelled_schedule_is_bisected_down_to_a_verified_one() -> None:
+    moves = greedy_moves([LayerCurve(f"l{i}", 100, LEVELS, (0.0, 0.0, 0.0, 0.001)) for i in range(8)])
+    asked: list[int] = []
+
+    def full_drop(k: int) -> float:  # the real drops add up faster than the model says
+        asked.append(k)
+        return 0.004 * k
+
+    k, drop = verified_prefix(moves, 0.02, full_drop)
+    assert k == 5 and drop == pytest.approx(0.02)
+    assert 0 not in asked and asked[0] == modelled_prefix(moves, 0.02)
+
+
+def test_no_move_within_budget_leaves_the_model_dense() -> None:
+    moves = greedy_moves([LayerCurve("only", 100, LEVELS, (0.5, 0.6, 0.7, 0.8))])
+    assert verified_prefix(moves, 0.01, lambda k: pytest.fail("nothing to verify")) == (0, 0.0)

@@ -62,7 +62,7 @@ def grid_steps(resolution: float, max_sparsity: float) -> int:
     """The highest grid step: floor(max_sparsity / resolution), computed without float drift."""
     if not (0.0 < resolution < max_sparsity < 1.0 + EPS):
         raise ValueError(f"need 0 < resolution ({resolution}) < max_sparsity ({max_sparsity}) <= 1")
-    return int(math.floor(max_sparsity / resolution + 1e-9))
+    return math.floor(max_sparsity / resolution + 1e-9)
 
 
 class _Search:
@@ -154,3 +154,102 @@ def search_target(
         ok, fail = search.bisect(ok, fail, False)
     answer, boundary = search.verify(ok, stride)
     return search.outcome(answer, boundary)
+
+
+# -- per-layer schedules from sensitivity curves ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerCurve:
+    """One layer pruned alone: its weight count and the drop at each level (levels ascending)."""
+
+    name: str
+    params: int
+    levels: tuple[float, ...]
+    drops: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Move:
+    """Raise one layer to a level: ``gain`` weights removed for ``cost`` more (modelled) drop."""
+
+    layer: str
+    level: float
+    gain: float
+    cost: float
+
+
+MOVE_EPS = 1e-6
+"""Added to a move's modelled cost so free moves (a measured drop <= 0) rank by their gain."""
+
+
+def greedy_moves(curves: list[LayerCurve]) -> list[Move]:
+    """Every layer from dense to its top level, one move at a time, best weights-removed per drop first.
+
+    The drop model is additive over layers (each layer's own drop, clipped at 0), the usual first-order
+    assumption of sensitivity-based pruning; a move may skip levels (curves need not be convex or monotonic).
+    Any prefix of the list is a schedule (:func:`schedule_after`); its modelled drop is the sum of costs."""
+    level_of = {c.name: -1 for c in curves}  # index into levels; -1 = dense
+    by_name = {c.name: c for c in curves}
+    moves: list[Move] = []
+    while True:
+        best: tuple[float, float, str, int] | None = None
+        for curve in curves:
+            at = level_of[curve.name]
+            base_level = curve.levels[at] if at >= 0 else 0.0
+            base_drop = max(curve.drops[at], 0.0) if at >= 0 else 0.0
+            for j in range(at + 1, len(curve.levels)):
+                gain = curve.params * (curve.levels[j] - base_level)
+                cost = max(max(curve.drops[j], 0.0) - base_drop, 0.0)
+                ratio = gain / (cost + MOVE_EPS)
+                if best is None or (ratio, gain) > (best[0], best[1]):
+                    best = (ratio, gain, curve.name, j)
+        if best is None:
+            return moves
+        _, gain, name, j = best
+        curve = by_name[name]
+        at = level_of[name]
+        base_drop = max(curve.drops[at], 0.0) if at >= 0 else 0.0
+        moves.append(Move(name, curve.levels[j], gain, max(max(curve.drops[j], 0.0) - base_drop, 0.0)))
+        level_of[name] = j
+
+
+def schedule_after(moves: list[Move], count: int) -> dict[str, float]:
+    """layer -> sparsity after the first ``count`` moves (layers not yet moved are absent: dense)."""
+    schedule: dict[str, float] = {}
+    for move in moves[:count]:
+        schedule[move.layer] = move.level
+    return schedule
+
+
+def modelled_prefix(moves: list[Move], budget: float) -> int:
+    """The most moves whose summed modelled drop stays within ``budget``."""
+    spent, count = 0.0, 0
+    for move in moves:
+        if spent + move.cost > budget + EPS:
+            break
+        spent += move.cost
+        count += 1
+    return count
+
+
+def verified_prefix(moves: list[Move], budget: float, full_drop: Callable[[int], float]) -> tuple[int, float]:
+    """The modelled prefix, verified on the full split; if it fails, bisection down to a verified one.
+
+    ``full_drop(k)`` = the verified drop of the schedule after k moves (k = 0 is dense: drop 0, never asked).
+    Returns (k, its verified drop); k = 0 when no schedule passes."""
+    k = modelled_prefix(moves, budget)
+    if k == 0:
+        return 0, 0.0
+    drop = full_drop(k)
+    if drop <= budget + EPS:
+        return k, drop
+    ok, ok_drop, fail = 0, 0.0, k
+    while fail - ok > 1:
+        mid = (ok + fail) // 2
+        mid_drop = full_drop(mid)
+        if mid_drop <= budget + EPS:
+            ok, ok_drop = mid, mid_drop
+        else:
+            fail = mid
+    return ok, ok_drop
