@@ -90,6 +90,7 @@ TARGET_FIELDS: tuple[str, ...] = (
     "screen_images",
     "analysis",
     "sensitivity_levels",
+    "sensitivity_unit",
 )
 """Request fields that only a ``target`` job reads."""
 
@@ -426,6 +427,9 @@ class JobRequest(EvalSettings):
         min_length=1,
         max_length=8,
         description="sensitivity: the sparsities each layer is pruned to, alone.",
+    )
+    sensitivity_unit: Literal["layer", "block"] = Field(
+        "layer", description="sensitivity: prune one Conv2d at a time, or one top-level block (model.N) at a time."
     )
 
     layer_sparsities: dict[str, Sparsity] | None = Field(

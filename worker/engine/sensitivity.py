@@ -1,6 +1,7 @@
 """Per-layer sensitivity (``analysis: "sensitivity"`` on a target job) and the schedule built from it.
 
-1. **Curves**: each prunable Conv2d is pruned alone (every other layer dense) to each level of
+1. **Curves**: each prunable Conv2d (or, with ``sensitivity_unit: "block"``, each top-level block ``model.N``)
+   is pruned alone (every other layer dense) to each level of
    ``sensitivity_levels`` with per-layer L1 magnitude pruning, and scored on the screening images (the first
    ``screen_images``, or the whole split without screening) against the dense model on the same images.
 2. **Schedule**: ``search.greedy_moves`` orders per-layer moves by weights removed per modelled drop
@@ -29,6 +30,18 @@ from prunebench.worker.engine.target import TargetRun, _metric, removes_more
 SCHEDULE_NAME = "schedule"
 
 
+def units(layers: list[str], unit: str) -> dict[str, list[str]]:
+    """The units pruned one at a time: each Conv2d, or each top-level block (``model.N``: its Conv2d layers).
+
+    A unit's name is also a ``layer_sparsities`` pattern matching exactly its layers."""
+    if unit == "layer":
+        return {name: [name] for name in layers}
+    blocks: dict[str, list[str]] = {}
+    for name in layers:
+        blocks.setdefault(".".join(name.split(".")[:2]), []).append(name)
+    return blocks
+
+
 class Analysis:
     """The sensitivity analysis of one target job (after its search)."""
 
@@ -41,7 +54,7 @@ class Analysis:
         self.chosen = 0
         self.chosen_drop = 0.0
         self.schedule_run: RunResult | None = None
-        self.evaluated = 0
+        self.units: dict[str, list[str]] = {}  # unit (a layer, or a block model.N) -> its prunable Conv2d names
 
     # -- curves -------------------------------------------------------------------------------------------
 
@@ -50,9 +63,10 @@ class Analysis:
         view = probes.view(f"sensitivity {index}/{total}: {name} at {level:g}", level, False)
         view.reporter.progress(pipeline._progress(view, "pruning", 0, 1))
         model = copy.deepcopy(self.job.dense)
-        conv = conv_layers(model)[name]
-        prune.l1_unstructured(conv, name="weight", amount=level)  # the layer's own smallest weights
-        prune.remove(conv, "weight")
+        convs = conv_layers(model)
+        for layer in self.units[name]:
+            prune.l1_unstructured(convs[layer], name="weight", amount=level)  # each layer's own smallest weights
+            prune.remove(convs[layer], "weight")
         model = pipeline._to_device(model, view)
         out = pipeline._evaluate(view, model, 0)
         metrics = score(out.detections, view.decoded.images, view.scorer, view.class_map)
@@ -64,21 +78,24 @@ class Analysis:
     def measure_curves(self) -> None:
         layers = prunable_layers(self.job.dense, list(self.job.request.exclude))
         convs = conv_layers(self.job.dense)
-        total = len(layers) * len(self.levels)
+        self.units = units(layers, self.job.request.sensitivity_unit)
+        total = len(self.units) * len(self.levels)
         self.target_run.probes.expected = len(self.target_run.probes.order) + total + 4
-        for i, name in enumerate(layers):
+        for i, (name, members) in enumerate(self.units.items()):
             drops = tuple(
                 self._layer_drop(name, level, i * len(self.levels) + j + 1, total)
                 for j, level in enumerate(self.levels)
             )
-            self.curves.append(search.LayerCurve(name, convs[name].weight.numel(), tuple(self.levels), drops))
+            weights = sum(convs[layer].weight.numel() for layer in members)
+            self.curves.append(search.LayerCurve(name, weights, tuple(self.levels), drops))
 
     # -- the schedule ------------------------------------------------------------------------------------
 
     def _schedule_drop(self, count: int) -> float:
-        schedule = {c.name: 0.0 for c in self.curves} | search.schedule_after(self.moves, count)
+        by_unit = {c.name: 0.0 for c in self.curves} | search.schedule_after(self.moves, count)
         weights = sum(c.params for c in self.curves)
-        nominal = sum(c.params * schedule[c.name] for c in self.curves) / weights if weights else 0.0
+        nominal = sum(c.params * by_unit[c.name] for c in self.curves) / weights if weights else 0.0
+        schedule = {layer: by_unit[unit] for unit, members in self.units.items() for layer in members}
         run = self.target_run.probes.run_schedule(f"{SCHEDULE_NAME} {count}", schedule, True, round(nominal, 6))
         return self.target_run.drop(run, True)
 

@@ -270,6 +270,7 @@ def _settings(request: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {"target": request.target.model_dump(), **{f: getattr(request, f) for f in fields}}
     if request.analysis == "sensitivity":
         settings["sensitivity_levels"] = list(request.sensitivity_levels)
+        settings["sensitivity_unit"] = request.sensitivity_unit
     return settings
 
 
