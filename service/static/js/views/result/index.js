@@ -8,6 +8,7 @@ import { latencyPanel } from "./latency.js";
 import { layersPanel } from "./layers.js";
 import { recoveryPanel } from "./recovery.js";
 import { runsPanel } from "./runs.js";
+import { searchPanel } from "./search.js";
 
 /** Append the result panels of `job` to `container`; `compare` is the set of job ids overlaid on the charts. */
 export async function renderResult(job, result, compare, container, gen) {
@@ -17,7 +18,9 @@ export async function renderResult(job, result, compare, container, gen) {
   const layers = layersPanel(runs);
   const latency = latencyPanel(runs);
   const recovery = recoveryPanel(runs);
+  const search = searchPanel(result);
   container.append(
+    ...(search ? [search] : []),
     charts.node,
     picker.node,
     ...(recovery ? [recovery] : []),
