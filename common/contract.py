@@ -822,3 +822,5 @@ class Meta(BaseModel):
     importances: list[Importance] = Field(default_factory=list, description="Channel importance criteria.")
     allocations: list[Allocation] = Field(default_factory=list, description="Channel allocation rules.")
     recovery_steps: list[RecoveryStep] = Field(default_factory=list, description="Training-free recovery steps.")
+    objectives: list[SearchObjective] = Field(default_factory=list, description="What a target search may optimise.")
+    analyses: list[Analysis] = Field(default_factory=list, description="Analyses a target job may add.")

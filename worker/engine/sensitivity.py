@@ -80,7 +80,7 @@ class Analysis:
         convs = conv_layers(self.job.dense)
         self.units = units(layers, self.job.request.sensitivity_unit)
         total = len(self.units) * len(self.levels)
-        self.target_run.probes.expected = len(self.target_run.probes.order) + total + 4
+        self.target_run.probes.expected = self.target_run.probes.started + total + 4
         for i, (name, members) in enumerate(self.units.items()):
             drops = tuple(
                 self._layer_drop(name, level, i * len(self.levels) + j + 1, total)

@@ -106,6 +106,7 @@ class Probes:
         self.runs: dict[tuple[Any, bool], RunResult] = {}
         self.order: list[tuple[Any, bool]] = []
         self.expected = expected  # probes the progress bar assumes (it grows if the search needs more)
+        self.started = 0  # probes begun (sensitivity probes included: they are not cached points)
 
     def images(self, full: bool) -> DecodedDataset:
         return self.job.decoded if full or self.screen is None else self.screen
@@ -114,9 +115,10 @@ class Probes:
         """The job seen by one probe: its one point, its images, its progress and its own scratch folder."""
         decoded = self.images(full)
         where = "full split" if decoded is self.job.decoded else "screen"
-        message = f"probe {len(self.order) + 1}: {label} on the {where} ({len(decoded.images)} images)"
-        reporter = _ProbeReporter(self.job.reporter, len(self.order), self.expected, message, sparsity)
-        scratch = self.job.artifacts_dir / SEARCH_DIR / f"{len(self.order)}" if self.job.artifacts_dir else None
+        self.started += 1
+        message = f"probe {self.started}: {label} on the {where} ({len(decoded.images)} images)"
+        reporter = _ProbeReporter(self.job.reporter, self.started - 1, self.expected, message, sparsity)
+        scratch = self.job.artifacts_dir / SEARCH_DIR / f"{self.started}" if self.job.artifacts_dir else None
         return replace(
             self.job, points=[sparsity], decoded=decoded, reporter=reporter, artifacts_dir=scratch, **changes
         )
@@ -166,6 +168,10 @@ class TargetRun:
         self.job, self.request, self.target = job, request, request.target
         self.probes = Probes(job, _expected_probes(request))
         self.dense_full = self.probes.run(0.0, True)
+        if self.target.max_relative_drop is not None and _metric(self.dense_full, self.target) <= 0.0:
+            raise pipeline.PipelineError(
+                f"the dense model's {self.target.metric} is 0 on this split: a relative budget has no reference"
+            )
         self.dense_screen = self.probes.run(0.0, False)
 
     def drop(self, run: RunResult, full: bool) -> float:
