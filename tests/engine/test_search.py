@@ -12,10 +12,9 @@ from prunebench.worker.engine.search import (
     Probe,
     greedy_moves,
     grid_steps,
-    modelled_prefix,
     schedule_after,
+    search_prefix,
     search_target,
-    verified_prefix,
 )
 
 Curve = Callable[[float], float]
@@ -138,11 +137,17 @@ def test_greedy_prunes_robust_big_layers_first_and_spares_sensitive_ones() -> No
     moves = greedy_moves(curves)
     assert moves[0].layer == "robust"
     assert sum(m.cost for m in moves) == pytest.approx(0.5 + 0.004 + 0.002)
-    k = modelled_prefix(moves, 0.01)
-    schedule = schedule_after(moves, k)
-    assert schedule == {"robust": 0.9, "small": 0.5}, "the sensitive layer's first step alone costs the budget"
-    assert sum(m.cost for m in moves[:k]) <= 0.01
+    order = [(m.layer, m.level) for m in moves]
+    assert order.index(("robust", 0.9)) < order.index(("sensitive", 0.3)), "the sensitive layer goes last"
     assert all(schedule_after(moves, len(moves))[c.name] == 0.9 for c in curves), "the full list reaches the top"
+
+
+def test_a_prior_rate_puts_a_floor_under_moves_measured_free() -> None:
+    curves = [LayerCurve("big", 1000, LEVELS, (0.0, 0.0, 0.0, 0.0)), LayerCurve("tiny", 10, LEVELS, (0.0,) * 4)]
+    free = greedy_moves(curves)
+    assert [m.cost for m in free] == [0.0, 0.0], "without a prior, both jump straight to 0.9 at no cost"
+    priced = greedy_moves(curves, prior_rate=0.1)
+    assert priced[0].cost == pytest.approx(0.1 * 900 / 1010)
 
 
 def test_non_monotonic_curves_may_skip_levels() -> None:
@@ -150,19 +155,20 @@ def test_non_monotonic_curves_may_skip_levels() -> None:
     assert [m.level for m in moves] == [0.5, 0.9]  # 0.5 and 0.9 look free: jump there directly
 
 
-def test_a_failing_modelled_schedule_is_bisected_down_to_a_verified_one() -> None:
+def test_the_prefix_is_searched_on_the_full_split_up_and_down() -> None:
     moves = greedy_moves([LayerCurve(f"l{i}", 100, LEVELS, (0.0, 0.0, 0.0, 0.001)) for i in range(8)])
     asked: list[int] = []
 
-    def full_drop(k: int) -> float:  # the real drops add up faster than the model says
+    def full_drop(k: int) -> float:  # the real drops add up, whatever the model says
         asked.append(k)
         return 0.004 * k
 
-    k, drop = verified_prefix(moves, 0.02, full_drop)
-    assert k == 5 and drop == pytest.approx(0.02)
-    assert 0 not in asked and asked[0] == modelled_prefix(moves, 0.02)
+    k, drop = search_prefix(moves, 0.02, full_drop)
+    assert k == 5 and drop == pytest.approx(0.02) and 6 in asked, "verified, with the next prefix failing"
+    assert 0 not in asked and len(asked) == len(set(asked))
 
 
-def test_no_move_within_budget_leaves_the_model_dense() -> None:
+def test_no_prefix_within_budget_leaves_the_model_dense() -> None:
     moves = greedy_moves([LayerCurve("only", 100, LEVELS, (0.5, 0.6, 0.7, 0.8))])
-    assert verified_prefix(moves, 0.01, lambda k: pytest.fail("nothing to verify")) == (0, 0.0)
+    assert search_prefix(moves, 0.01, lambda k: 0.5 + 0.1 * k) == (0, 0.0)
+    assert search_prefix([], 0.01, lambda k: pytest.fail("nothing to evaluate")) == (0, 0.0)

@@ -183,35 +183,34 @@ MOVE_EPS = 1e-6
 """Added to a move's modelled cost so free moves (a measured drop <= 0) rank by their gain."""
 
 
-def greedy_moves(curves: list[LayerCurve]) -> list[Move]:
+def greedy_moves(curves: list[LayerCurve], prior_rate: float = 0.0) -> list[Move]:
     """Every layer from dense to its top level, one move at a time, best weights-removed per drop first.
 
     The drop model is additive over layers (each layer's own drop, clipped at 0), the usual first-order
     assumption of sensitivity-based pruning; a move may skip levels (curves need not be convex or monotonic).
-    Any prefix of the list is a schedule (:func:`schedule_after`); its modelled drop is the sum of costs."""
+    ``prior_rate`` (drop per unit of the total weights removed, e.g. the uniform answer's budget / sparsity)
+    is a floor under each move's cost: single-layer drops measured on a few images are noisy, and a move
+    measured "free" is not free once other layers are pruned too. Any prefix of the list is a schedule
+    (:func:`schedule_after`)."""
     level_of = {c.name: -1 for c in curves}  # index into levels; -1 = dense
-    by_name = {c.name: c for c in curves}
+    total = sum(c.params for c in curves) or 1
+
+    def move(curve: LayerCurve, j: int) -> Move:
+        at = level_of[curve.name]
+        base_level = curve.levels[at] if at >= 0 else 0.0
+        base_drop = max(curve.drops[at], 0.0) if at >= 0 else 0.0
+        gain = curve.params * (curve.levels[j] - base_level)
+        measured = max(max(curve.drops[j], 0.0) - base_drop, 0.0)
+        return Move(curve.name, curve.levels[j], gain, max(measured, prior_rate * gain / total))
+
     moves: list[Move] = []
     while True:
-        best: tuple[float, float, str, int] | None = None
-        for curve in curves:
-            at = level_of[curve.name]
-            base_level = curve.levels[at] if at >= 0 else 0.0
-            base_drop = max(curve.drops[at], 0.0) if at >= 0 else 0.0
-            for j in range(at + 1, len(curve.levels)):
-                gain = curve.params * (curve.levels[j] - base_level)
-                cost = max(max(curve.drops[j], 0.0) - base_drop, 0.0)
-                ratio = gain / (cost + MOVE_EPS)
-                if best is None or (ratio, gain) > (best[0], best[1]):
-                    best = (ratio, gain, curve.name, j)
-        if best is None:
+        options = [move(c, j) for c in curves for j in range(level_of[c.name] + 1, len(c.levels))]
+        if not options:
             return moves
-        _, gain, name, j = best
-        curve = by_name[name]
-        at = level_of[name]
-        base_drop = max(curve.drops[at], 0.0) if at >= 0 else 0.0
-        moves.append(Move(name, curve.levels[j], gain, max(max(curve.drops[j], 0.0) - base_drop, 0.0)))
-        level_of[name] = j
+        best = max(options, key=lambda m: (m.gain / (m.cost + MOVE_EPS), m.gain))
+        moves.append(best)
+        level_of[best.layer] = next(c for c in curves if c.name == best.layer).levels.index(best.level)
 
 
 def schedule_after(moves: list[Move], count: int) -> dict[str, float]:
@@ -222,34 +221,17 @@ def schedule_after(moves: list[Move], count: int) -> dict[str, float]:
     return schedule
 
 
-def modelled_prefix(moves: list[Move], budget: float) -> int:
-    """The most moves whose summed modelled drop stays within ``budget``."""
-    spent, count = 0.0, 0
-    for move in moves:
-        if spent + move.cost > budget + EPS:
-            break
-        spent += move.cost
-        count += 1
-    return count
+def search_prefix(moves: list[Move], budget: float, full_drop: Callable[[int], float]) -> tuple[int, float]:
+    """The longest prefix of ``moves`` found whose verified drop is within ``budget``: the target search
+    (bracketing, bisection, verification; :func:`search_target`) over the prefix length, every probe on the
+    whole split. ``full_drop(k)`` = the drop of the schedule after k moves (k = 0, dense, is never asked).
 
-
-def verified_prefix(moves: list[Move], budget: float, full_drop: Callable[[int], float]) -> tuple[int, float]:
-    """The modelled prefix, verified on the full split; if it fails, bisection down to a verified one.
-
-    ``full_drop(k)`` = the verified drop of the schedule after k moves (k = 0 is dense: drop 0, never asked).
-    Returns (k, its verified drop); k = 0 when no schedule passes."""
-    k = modelled_prefix(moves, budget)
-    if k == 0:
+    Returns (k, its verified drop); k = 0 when no prefix passes."""
+    n = len(moves)
+    if n == 0:
         return 0, 0.0
-    drop = full_drop(k)
-    if drop <= budget + EPS:
-        return k, drop
-    ok, ok_drop, fail = 0, 0.0, k
-    while fail - ok > 1:
-        mid = (ok + fail) // 2
-        mid_drop = full_drop(mid)
-        if mid_drop <= budget + EPS:
-            ok, ok_drop = mid, mid_drop
-        else:
-            fail = mid
-    return ok, ok_drop
+    if n == 1:
+        drop = full_drop(1)
+        return (1, drop) if drop <= budget + EPS else (0, 0.0)
+    outcome = search_target(lambda s, _full: full_drop(round(s * n)), budget, 1.0 / n, 1.0)
+    return round(outcome.answer * n), outcome.answer_drop

@@ -5,9 +5,9 @@
    ``sensitivity_levels`` with per-layer L1 magnitude pruning, and scored on the screening images (the first
    ``screen_images``, or the whole split without screening) against the dense model on the same images.
 2. **Schedule**: ``search.greedy_moves`` orders per-layer moves by weights removed per modelled drop
-   (additive drop model); the longest prefix whose modelled drop fits the budget is evaluated on the whole
-   split (``layer schedule``, pruning.schedule) and, when it exceeds the budget there, bisected down to
-   a prefix that does not.
+   (additive drop model, each move costing at least the uniform answer's drop per weight); the length of
+   the prefix is then searched like a target (``search.search_prefix``: bracketing, bisection, every probe
+   a ``layer schedule`` evaluated on the whole split), so the schedule's drop is verified within budget.
 3. **Comparison**: the verified schedule against the search's uniform answer, on the job's objective.
 
 Cost: layers x levels evaluations on the screening images, plus a few on the whole split.
@@ -101,9 +101,11 @@ class Analysis:
 
     def run(self) -> None:
         self.measure_curves()
-        self.moves = search.greedy_moves(self.curves)
         budget = self.target_run.target.budget
-        self.chosen, self.chosen_drop = search.verified_prefix(self.moves, budget, self._schedule_drop)
+        # The uniform answer's drop per unit of sparsity: what a weight costs on average (a floor, see greedy_moves).
+        rate = budget / max(self.outcome.answer, self.job.request.resolution)
+        self.moves = search.greedy_moves(self.curves, prior_rate=rate)
+        self.chosen, self.chosen_drop = search.search_prefix(self.moves, budget, self._schedule_drop)
         if self.chosen:
             self.schedule_run = self.target_run.probes.runs[(f"{SCHEDULE_NAME} {self.chosen}", True)]
         self._drop_rejected()
