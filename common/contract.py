@@ -762,6 +762,15 @@ class LayerSensitivity(BaseModel):
     drops: list[float] = Field(..., description="The budget's drop at each level, same order as levels.")
 
 
+class ScheduleProbe(BaseModel):
+    """One prefix of the greedy moves evaluated on the whole split while searching the schedule."""
+
+    moves: int = Field(..., description="How many greedy moves the schedule takes.")
+    sparsity: float = Field(..., description="Its zero fraction over the prunable weights.")
+    drop: float
+    passed: bool
+
+
 class SensitivityReport(BaseModel):
     """Per-layer sensitivity and the non-uniform schedule built from it (greedy over the curves)."""
 
@@ -778,6 +787,9 @@ class SensitivityReport(BaseModel):
     uniform_objective: float = Field(..., description="The objective at the search's uniform answer.")
     beats_uniform: bool
     note: str
+    schedule_probes: list[ScheduleProbe] = Field(
+        default_factory=list, description="Every schedule evaluated on the whole split, in order (the chosen included)."
+    )
 
 
 class JobResult(BaseModel):

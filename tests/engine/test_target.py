@@ -38,12 +38,15 @@ def test_sensitivity_curves_and_a_verified_schedule_compared_with_the_uniform_an
     names = [layer.name for layer in report.layers]
     assert names and all(n.startswith(("model.23.", "model.24.")) for n in names)
     assert all(len(layer.drops) == 2 and layer.params > 0 for layer in report.layers)
+    probes = report.schedule_probes
+    assert probes and all(p.passed == (p.drop <= 0.2 + 1e-12) for p in probes), "every prefix tried is listed"
     uniform = result.runs[search.answer_run]
     assert report.uniform_objective == uniform.nonzero_params
     if report.schedule_run is None:
         assert not report.beats_uniform and "could not beat" in report.note
         return
     scheduled = result.runs[report.schedule_run]
+    assert any(p.passed and p.drop == report.schedule_drop for p in probes)
     assert report.schedule_drop is not None and report.schedule_drop <= 0.2 + 1e-12
     dense = result.runs[0].metrics.map
     assert report.schedule_drop == pytest.approx((dense - scheduled.metrics.map) / dense)

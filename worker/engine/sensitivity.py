@@ -20,7 +20,7 @@ from typing import Any
 
 from torch.nn.utils import prune
 
-from prunebench.contract import LayerSensitivity, RunResult, SensitivityReport
+from prunebench.contract import LayerSensitivity, RunResult, ScheduleProbe, SensitivityReport
 from prunebench.worker.engine import pipeline, search
 from prunebench.worker.engine.modules import conv_layers
 from prunebench.worker.engine.pruning import prunable_layers
@@ -54,6 +54,7 @@ class Analysis:
         self.chosen = 0
         self.chosen_drop = 0.0
         self.schedule_run: RunResult | None = None
+        self.schedule_probes: list[ScheduleProbe] = []
         self.units: dict[str, list[str]] = {}  # unit (a layer, or a block model.N) -> its prunable Conv2d names
 
     # -- curves -------------------------------------------------------------------------------------------
@@ -97,7 +98,10 @@ class Analysis:
         nominal = sum(c.params * by_unit[c.name] for c in self.curves) / weights if weights else 0.0
         schedule = {layer: by_unit[unit] for unit, members in self.units.items() for layer in members}
         run = self.target_run.probes.run_schedule(f"{SCHEDULE_NAME} {count}", schedule, True, round(nominal, 6))
-        return self.target_run.drop(run, True)
+        drop = self.target_run.drop(run, True)
+        passed = drop <= self.target_run.target.budget + search.EPS
+        self.schedule_probes.append(ScheduleProbe(moves=count, sparsity=run.sparsity, drop=drop, passed=passed))
+        return drop
 
     def run(self) -> None:
         self.measure_curves()
@@ -145,6 +149,7 @@ class Analysis:
             uniform_objective=uniform,
             beats_uniform=beats,
             note=self._note(beats, uniform, fields.get("schedule_objective")),
+            schedule_probes=list(self.schedule_probes),
             **fields,
         )
 
