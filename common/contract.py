@@ -83,6 +83,16 @@ CHANNEL_FIELDS: tuple[str, ...] = (
     "calibration",
 )
 """Request fields that only the ``channel`` method reads."""
+TARGET_FIELDS: tuple[str, ...] = (
+    "objective",
+    "resolution",
+    "max_search_sparsity",
+    "screen_images",
+    "analysis",
+    "sensitivity_levels",
+    "sensitivity_unit",
+)
+"""Request fields that only a ``target`` job reads."""
 
 Sparsity = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
 EXCLUDE_PATTERN = re.compile(r"\A[A-Za-z0-9_.*?\[\]!-]{1,200}\Z")
@@ -235,8 +245,48 @@ class CalibrationSettings(BaseModel):
         return None if value is None else _plain_name(value)
 
 
+SearchObjective = Literal["sparsity", "gflops", "params", "size", "latency"]
+"""What a target search removes the most of: zero fraction, GFLOPs, non-zero parameters, bytes on disk,
+or milliseconds per image (the evaluation's total, or the first measured runtime when `latency` is asked)."""
+SEARCH_OBJECTIVES: tuple[str, ...] = get_args(SearchObjective)
+TargetMetric = Literal["map", "map50"]
+Analysis = Literal["sensitivity"]
+ANALYSES: tuple[str, ...] = get_args(Analysis)
+DEFAULT_SENSITIVITY_LEVELS = (0.3, 0.5, 0.7, 0.9)
+
+
+class TargetSpec(BaseModel):
+    """An accuracy budget: the most mAP a target job may lose against its own dense baseline.
+
+    Exactly one of ``max_map_drop`` (absolute, in mAP units: 0.01 = one point of mAP@.5:.95) and
+    ``max_relative_drop`` (a fraction of the dense mAP: 0.05 = 5 % of it) is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_map_drop: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    max_relative_drop: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    metric: TargetMetric = Field("map", description="map = mAP@.5:.95, map50 = mAP@.5 (COCOeval).")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> Self:
+        if (self.max_map_drop is None) == (self.max_relative_drop is None):
+            raise ValueError("give exactly one of 'max_map_drop' or 'max_relative_drop'")
+        return self
+
+    def drop(self, dense: float, pruned: float) -> float:
+        """The drop the budget is about: absolute (dense - pruned) or relative ((dense - pruned) / dense)."""
+        lost = dense - pruned
+        if self.max_map_drop is not None:
+            return lost
+        return lost / dense if dense > 0 else (0.0 if lost <= 0 else math.inf)
+
+    @property
+    def budget(self) -> float:
+        return self.max_map_drop if self.max_map_drop is not None else float(self.max_relative_drop or 0.0)
+
+
 class JobRequest(EvalSettings):
-    """Body of POST /v1/jobs. Exactly one of `sparsity` and `sparsities` is given."""
+    """Body of POST /v1/jobs. Exactly one of `sparsity`, `sparsities` and `target` is given."""
 
     checkpoint: str = Field(..., min_length=1, max_length=200, description="Checkpoint id (sha256) or name.")
     dataset: str = Field(..., min_length=1, max_length=200, description="Dataset name from GET /v1/datasets.")
@@ -291,8 +341,9 @@ class JobRequest(EvalSettings):
 
     @model_validator(mode="after")
     def _one_sparsity_form(self) -> Self:
-        if (self.sparsity is None) == (self.sparsities is None):
-            raise ValueError("give exactly one of 'sparsity' or 'sparsities'")
+        forms = [self.sparsity is not None, self.sparsities is not None, self.target is not None]
+        if sum(forms) != 1:
+            raise ValueError("give exactly one of 'sparsity', 'sparsities' or 'target'")
         return self
 
     @field_validator("recovery")
@@ -328,7 +379,14 @@ class JobRequest(EvalSettings):
         return self
 
     def sweep(self) -> list[float]:
-        """The sparsity points this job evaluates, in order, dense baseline first when asked."""
+        """The sparsity points this job evaluates, in order, dense baseline first when asked.
+
+        A ``target`` job has no fixed sweep (empty list): its search picks the points as it goes."""
+        if self.target is not None:
+            return []
+        if self.layer_sparsities is not None and self.sparsity is not None:
+            # One scheduled point (even at sparsity 0: its named layers are pruned), after the dense one.
+            return [0.0, self.sparsity] if self.include_dense else [self.sparsity]
         requested = [self.sparsity] if self.sparsity is not None else list(self.sparsities or [])
         points = sorted(set(requested))
         if self.include_dense and 0.0 not in points:
@@ -346,6 +404,82 @@ class JobRequest(EvalSettings):
 
     def eval_settings(self) -> EvalSettings:
         return EvalSettings.model_validate(self.model_dump(include=set(EvalSettings.model_fields)))
+
+    # -- target search, explicit schedules, sensitivity analysis (README "Target search") ---------------
+    target: TargetSpec | None = Field(
+        None, description="Search the sparsity for the most pruned point within this mAP budget (no sparsities)."
+    )
+    objective: SearchObjective = Field("sparsity", description="target: what the answer removes the most of.")
+    resolution: float = Field(
+        0.01, ge=0.001, le=0.25, allow_inf_nan=False, description="target: the sparsity step the search resolves."
+    )
+    max_search_sparsity: float = Field(
+        0.95, gt=0.0, lt=1.0, allow_inf_nan=False, description="target: the highest sparsity the search tries."
+    )
+    screen_images: int | None = Field(
+        None, ge=1, description="target: screen probes on the first N images (the answer is verified on all)."
+    )
+    analysis: Analysis | None = Field(
+        None, description="target: 'sensitivity' also prunes one layer at a time and builds a per-layer schedule."
+    )
+    sensitivity_levels: list[Sparsity] = Field(
+        default_factory=lambda: list(DEFAULT_SENSITIVITY_LEVELS),
+        min_length=1,
+        max_length=8,
+        description="sensitivity: the sparsities each layer is pruned to, alone.",
+    )
+    sensitivity_unit: Literal["layer", "block"] = Field(
+        "layer", description="sensitivity: prune one Conv2d at a time, or one top-level block (model.N) at a time."
+    )
+
+    layer_sparsities: dict[str, Sparsity] | None = Field(
+        None,
+        max_length=512,
+        description="With 'sparsity' (the level of layers no pattern names): fnmatch pattern -> that layer's "
+        "sparsity; the first matching pattern wins (l1_unstructured, global_magnitude).",
+    )
+
+    @field_validator("layer_sparsities")
+    @classmethod
+    def _schedule_patterns(cls, schedule: dict[str, float] | None) -> dict[str, float] | None:
+        for pattern in schedule or {}:
+            if not EXCLUDE_PATTERN.match(pattern):
+                raise ValueError(f"layer_sparsities pattern {pattern!r} is not a module-name pattern like 'model.24.*'")
+        return schedule
+
+    @model_validator(mode="after")
+    def _schedule_form(self) -> Self:
+        if self.layer_sparsities is None:
+            return self
+        if not self.layer_sparsities:
+            raise ValueError("layer_sparsities needs at least one pattern")
+        if self.sparsity is None:
+            raise ValueError("layer_sparsities goes with 'sparsity' (the level of the layers no pattern names)")
+        if self.method not in ("l1_unstructured", "global_magnitude"):
+            raise ValueError(f"layer_sparsities applies to l1_unstructured and global_magnitude, not {self.method!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _target_options(self) -> Self:
+        if self.target is None:
+            given = [
+                n
+                for n in TARGET_FIELDS
+                if getattr(self, n) != type(self).model_fields[n].get_default(call_default_factory=True)
+            ]
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply to a 'target' job")
+            return self
+        if self.method == "semi_structured_2_4":
+            raise ValueError("semi_structured_2_4 has one sparsity (0.5): there is nothing to search")
+        if self.save_models or self.export is not None:
+            raise ValueError("a target job keeps no artifacts: re-submit its answer as a 'sparsity' job to save them")
+        if self.analysis == "sensitivity" and self.method == "channel":
+            raise ValueError("sensitivity analysis prunes single Conv2d layers: use an unstructured method")
+        if self.resolution >= self.max_search_sparsity:
+            raise ValueError("resolution must be smaller than max_search_sparsity")
+        self.sensitivity_levels = sorted(set(self.sensitivity_levels))
+        return self
 
 
 class Progress(BaseModel):
@@ -586,6 +720,86 @@ class Environment(BaseModel):
     prunebench: str
 
 
+class SearchProbe(BaseModel):
+    """One point a target search evaluated: on the screening subset or on the whole split."""
+
+    sparsity: float = Field(..., description="The sparsity asked for (a multiple of the resolution).")
+    achieved_sparsity: float
+    split: Literal["subset", "full"] = Field(..., description="subset: the first screen_images images.")
+    images: int
+    map: float
+    map50: float
+    drop: float = Field(..., description="The budget's drop against the dense model on the same images.")
+    passed: bool = Field(..., description="drop <= the budget.")
+    objective: float = Field(..., description="The objective's value at this point (see SearchReport.objective).")
+    objective_ratio: float = Field(..., description="objective / the dense model's (sparsity: 1 - sparsity).")
+    run_index: int | None = Field(None, description="full probes: the index of this point in `runs`.")
+
+
+class SearchReport(BaseModel):
+    """How a target job's search went: every probe (the curve), the verified answer and its boundary."""
+
+    metric: TargetMetric
+    budget_kind: Literal["absolute", "relative"]
+    budget: float
+    objective: SearchObjective
+    objective_unit: str = Field(..., description="fraction, GFLOPs, parameters, bytes or ms/image.")
+    resolution: float
+    max_search_sparsity: float
+    screen_images: int | None = Field(None, description="Images the screening probes ran on (null: no screening).")
+    dense_map: float = Field(..., description="The dense model's metric on the whole split.")
+    probes: list[SearchProbe] = Field(default_factory=list, description="In the order they were evaluated.")
+    answer: float = Field(..., description="The most pruned sparsity found whose verified drop is within budget.")
+    answer_drop: float
+    answer_objective: float
+    answer_run: int = Field(..., description="Index of the answer in `runs`.")
+    met_budget: bool = Field(..., description="False: no pruned point meets the budget; the answer is the dense model.")
+    boundary: float | None = Field(None, description="answer + resolution, verified to exceed the budget.")
+    boundary_drop: float | None = None
+    boundary_run: int | None = None
+    full_evaluations: int = Field(..., description="Distinct points evaluated on the whole split (dense included).")
+    note: str = Field(..., description="The answer in words.")
+
+
+class LayerSensitivity(BaseModel):
+    """One Conv2d pruned alone (every other layer dense) at each level, on the screening images."""
+
+    name: str
+    params: int = Field(..., description="Weights in this layer.")
+    levels: list[float]
+    drops: list[float] = Field(..., description="The budget's drop at each level, same order as levels.")
+
+
+class ScheduleProbe(BaseModel):
+    """One prefix of the greedy moves evaluated on the whole split while searching the schedule."""
+
+    moves: int = Field(..., description="How many greedy moves the schedule takes.")
+    sparsity: float = Field(..., description="Its zero fraction over the prunable weights.")
+    drop: float
+    passed: bool
+
+
+class SensitivityReport(BaseModel):
+    """Per-layer sensitivity and the non-uniform schedule built from it (greedy over the curves)."""
+
+    images: int = Field(..., description="Images each single-layer probe was scored on.")
+    levels: list[float]
+    layers: list[LayerSensitivity]
+    schedule: dict[str, float] = Field(
+        default_factory=dict, description="layer -> sparsity of the greedy schedule (re-submit as layer_sparsities)."
+    )
+    schedule_sparsity: float | None = Field(None, description="Zero fraction of the schedule over prunable weights.")
+    schedule_drop: float | None = Field(None, description="Its drop on the whole split.")
+    schedule_objective: float | None = None
+    schedule_run: int | None = Field(None, description="Index of the schedule's point in `runs`.")
+    uniform_objective: float = Field(..., description="The objective at the search's uniform answer.")
+    beats_uniform: bool
+    note: str
+    schedule_probes: list[ScheduleProbe] = Field(
+        default_factory=list, description="Every schedule evaluated on the whole split, in order (the chosen included)."
+    )
+
+
 class JobResult(BaseModel):
     job_id: str
     checkpoint: CheckpointInfo
@@ -601,6 +815,8 @@ class JobResult(BaseModel):
         description="Why the numbers may not be what was expected: data normalised or skipped, settings "
         "adjusted (img_size rounded to the stride) or not comparable (conf_thres > 0.001).",
     )
+    search: SearchReport | None = Field(None, description="target jobs: the search's probes, answer and boundary.")
+    sensitivity: SensitivityReport | None = Field(None, description="analysis 'sensitivity': curves and schedule.")
 
 
 # -- lists and names over HTTP ------------------------------------------------------------------------
@@ -631,3 +847,5 @@ class Meta(BaseModel):
     importances: list[Importance] = Field(default_factory=list, description="Channel importance criteria.")
     allocations: list[Allocation] = Field(default_factory=list, description="Channel allocation rules.")
     recovery_steps: list[RecoveryStep] = Field(default_factory=list, description="Training-free recovery steps.")
+    objectives: list[SearchObjective] = Field(default_factory=list, description="What a target search may optimise.")
+    analyses: list[Analysis] = Field(default_factory=list, description="Analyses a target job may add.")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from prunebench.contract import ALLOCATIONS, IMPORTANCES, RECOVERY_STEPS, RUNTIMES
+from prunebench.contract import ALLOCATIONS, IMPORTANCES, RECOVERY_STEPS, RUNTIMES, SEARCH_OBJECTIVES
 
 
 def parse_sparsities(text: str) -> list[float]:
@@ -196,3 +196,36 @@ def finetune_fields(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"fine-tuning options need --finetune DATASET (given: {', '.join(sorted(given))})")
         return {}
     return {"finetune": {"dataset": dataset, **given}}
+
+
+def add_target_options(parser: argparse.ArgumentParser) -> None:
+    """Target search (instead of --sparsities): a budget, and how the search runs (unset = the API's default)."""
+    group = parser.add_argument_group("target search (instead of --sparsities)")
+    group.add_argument("--max-map-drop", dest="max_map_drop", type=float, default=None, help="e.g. 0.01")
+    group.add_argument("--max-relative-drop", dest="max_relative_drop", type=float, default=None, help="e.g. 0.05")
+    group.add_argument("--target-metric", dest="target_metric", choices=["map", "map50"], default=None)
+    group.add_argument("--objective", choices=SEARCH_OBJECTIVES, default=None, help="default sparsity")
+    group.add_argument("--resolution", type=float, default=None, help="sparsity step (default 0.01)")
+    group.add_argument("--max-search-sparsity", dest="max_search_sparsity", type=float, default=None)
+    group.add_argument("--screen-images", dest="screen_images", type=int, default=None, help="screen on N images")
+    group.add_argument("--sensitivity", action="store_true", help="per-layer sensitivity and a schedule")
+    group.add_argument("--sensitivity-unit", dest="sensitivity_unit", choices=["layer", "block"], default=None)
+
+
+def target_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The target-search JobRequest fields from the command line ({} without a budget: options then raise
+    ValueError, since they would silently do nothing)."""
+    names = ("objective", "resolution", "max_search_sparsity", "screen_images", "sensitivity_unit")
+    fields: dict[str, Any] = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if getattr(args, "sensitivity", False):
+        fields["analysis"] = "sensitivity"
+    budget = {
+        key: getattr(args, key) for key in ("max_map_drop", "max_relative_drop") if getattr(args, key, None) is not None
+    }
+    if getattr(args, "target_metric", None) is not None:
+        budget["metric"] = args.target_metric
+    if not budget:
+        if fields:
+            raise ValueError(f"target options need --max-map-drop or --max-relative-drop (given: {', '.join(fields)})")
+        return {}
+    return {"target": budget, **fields}

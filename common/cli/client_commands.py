@@ -21,11 +21,13 @@ from prunebench.cli.arguments import (
     add_channel_options,
     add_finetune_options,
     add_runtime_options,
+    add_target_options,
     channel_fields,
     finetune_fields,
     parse_sparsities,
     runtime_fields,
     say,
+    target_fields,
 )
 from prunebench.cli.render import ProgressBar, format_job, format_jobs_table, format_result_table, human_bytes
 from prunebench.client.http import ClientError, JobFailed, PrunebenchClient
@@ -88,12 +90,16 @@ def _handles_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argpar
 
 @_handles_errors
 def cmd_submit(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {
-        "checkpoint": args.checkpoint,
-        "dataset": args.dataset,
-        "sparsities": args.sparsities,
-        "method": args.method,
-    }
+    body: dict[str, Any] = {"checkpoint": args.checkpoint, "dataset": args.dataset, "method": args.method}
+    try:
+        target = target_fields(args)
+    except ValueError as exc:
+        say(f"prunebench: error: {exc}")
+        return EXIT_USAGE
+    if (args.sparsities is None) == (not target):
+        say("prunebench: error: give exactly one of --sparsities or a budget (--max-map-drop, --max-relative-drop)")
+        return EXIT_USAGE
+    body.update(target if target else {"sparsities": args.sparsities})
     for field in ("img_size", "batch_size", "max_images", "device", "scorer"):
         value = getattr(args, field)
         if value is not None:
@@ -212,8 +218,9 @@ def add_client_commands(subparsers: Any) -> None:
     _common(p)
     p.add_argument("--checkpoint", required=True, help="checkpoint id (sha256) or name, see GET /v1/checkpoints")
     p.add_argument("--dataset", required=True, help="dataset name, see GET /v1/datasets")
-    p.add_argument("--sparsities", required=True, type=parse_sparsities, help="comma list, e.g. 0,0.3,0.5")
+    p.add_argument("--sparsities", type=parse_sparsities, help="comma list, e.g. 0,0.3,0.5 (or a target budget)")
     p.add_argument("--method", choices=PRUNE_METHODS, default="l1_unstructured")
+    add_target_options(p)
     add_channel_options(p)
     add_runtime_options(p)
     add_finetune_options(p)

@@ -78,8 +78,47 @@ def format_result_table(result: Mapping[str, Any]) -> str:
     lines = [*_result_title(result), table(RESULT_HEADERS, rows, [True] * len(RESULT_HEADERS))]
     lines.extend(_latency_lines(runs))
     lines.extend(_recovery_lines(runs))
+    lines.extend(_search_lines(result.get("search")))
+    lines.extend(_sensitivity_lines(result.get("sensitivity")))
     lines.extend(f"warning: {w}" for w in result.get("warnings") or [])
     return "\n".join(lines)
+
+
+SEARCH_HEADERS = ["#", "sparsity", "split", "images", "mAP", "drop", "within", "objective"]
+
+
+def _search_lines(search: Mapping[str, Any] | None) -> list[str]:
+    """A target job's probes in the order run, then its answer and boundary in words (none: no lines)."""
+    if not search:
+        return []
+    rows = []
+    for i, probe in enumerate(search.get("probes") or [], 1):
+        mark = ""
+        if probe.get("split") == "full" and probe.get("sparsity") == search.get("answer"):
+            mark = " answer"
+        elif probe.get("split") == "full" and probe.get("sparsity") == search.get("boundary"):
+            mark = " boundary"
+        rows.append(
+            [
+                str(i),
+                _num(probe.get("sparsity"), "g") + mark,
+                str(probe.get("split")),
+                str(probe.get("images")),
+                _num(probe.get("map"), ".4f"),
+                _num(probe.get("drop"), "+.4f"),
+                "yes" if probe.get("passed") else "no",
+                _num(probe.get("objective"), ".6g"),
+            ]
+        )
+    title = f"target search ({search.get('budget_kind')} {search.get('metric')} drop <= {search.get('budget')})"
+    right = [True, True, False, True, True, True, False, True]
+    return ["", title, table(SEARCH_HEADERS, rows, right), str(search.get("note") or "")]
+
+
+def _sensitivity_lines(report: Mapping[str, Any] | None) -> list[str]:
+    if not report:
+        return []
+    return ["", f"sensitivity ({len(report.get('layers') or [])} units): {report.get('note')}"]
 
 
 RECOVERY_HEADERS = ["sparsity", "recovery", "mAP before", "mAP after", "mAP50 before", "mAP50 after", "epochs", "s"]
@@ -249,6 +288,11 @@ def format_job(job: Mapping[str, Any]) -> str:
 
 
 def sparsities_text(req: Mapping[str, Any]) -> str:
+    target = req.get("target")
+    if target:
+        budget = target.get("max_map_drop")
+        budget_text = f"-{budget:g}" if budget is not None else f"-{float(target.get('max_relative_drop') or 0):g}x"
+        return f"target {target.get('metric', 'map')}{budget_text}"
     sparsities = req.get("sparsities")
     if sparsities is None and req.get("sparsity") is not None:
         sparsities = [req["sparsity"]]

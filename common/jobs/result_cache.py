@@ -21,7 +21,7 @@ import json
 import redis
 
 import prunebench
-from prunebench.contract import CHANNEL_FIELDS, EvalSettings, JobRequest
+from prunebench.contract import CHANNEL_FIELDS, TARGET_FIELDS, EvalSettings, JobRequest
 from prunebench.datasets.catalog import DatasetSpec
 from prunebench.datasets.digests import DigestMemo, dataset_digest
 from prunebench.datasets.yolo import label_path
@@ -73,6 +73,11 @@ def cache_key(
         # Fine-tuned results depend on every training setting and on the training data.
         identity["finetune"] = request.finetune.model_dump()
         identity["train_dataset"] = dataset_fingerprint(train_dataset, memo) if train_dataset is not None else None
+    if request.target is not None:
+        # A target job's answer depends on its budget and on how the search was asked to run.
+        identity["target"] = request.model_dump(mode="json", include={"target", *TARGET_FIELDS})
+    if request.layer_sparsities:
+        identity["layer_sparsities"] = list((request.layer_sparsities or {}).items())  # order matters: first match wins
     if calibration_dataset is not None:
         # Recalibrated BatchNorm statistics (and taylor's gradients) depend on the calibration images.
         identity["calibration_dataset"] = dataset_fingerprint(calibration_dataset, memo)

@@ -12,6 +12,7 @@ from fastapi import APIRouter
 import prunebench
 from prunebench.contract import (
     ALLOCATIONS,
+    ANALYSES,
     ATTEMPT_OUTCOMES,
     IMPORTANCES,
     JOB_STATUSES,
@@ -19,6 +20,7 @@ from prunebench.contract import (
     PRUNE_METHODS,
     RECOVERY_STEPS,
     RUNTIMES,
+    SEARCH_OBJECTIVES,
     STAGES,
     TERMINAL_STATUSES,
     Meta,
@@ -39,6 +41,8 @@ META = Meta.model_validate(
         "importances": IMPORTANCES,
         "allocations": ALLOCATIONS,
         "recovery_steps": RECOVERY_STEPS,
+        "objectives": SEARCH_OBJECTIVES,
+        "analyses": ANALYSES,
     }
 )
 

@@ -38,7 +38,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ from prunebench.worker.engine.device import environment, resolve_device, use_hal
 from prunebench.worker.engine.evaluate import EVAL_SHARE, EvalConfig, EvalOutput, evaluate
 from prunebench.worker.engine.export import ExportError
 from prunebench.worker.engine.memory import check_job_fits
-from prunebench.worker.engine.pruning import taylor
+from prunebench.worker.engine.pruning import schedule, taylor
 from prunebench.worker.engine.recovery import calibration, stage
 from prunebench.worker.engine.reporting import JobCanceled, NullReporter, Reporter
 from prunebench.worker.engine.scorers import CocoScorer, make_scorer
@@ -106,6 +106,7 @@ class _Job:
     train_data: TrainSet | None = None  # with `finetune`: the training split, decoded once per job opening
     calibration: DecodedDataset | None = None  # channel with bn_recalibration or taylor: the calibration images
     calibration_class_map: list[int] = field(default_factory=list)  # model class -> its category ids
+    schedule: dict[str, float] | None = None  # layer name -> sparsity: a per-layer schedule replaces `method`
 
 
 @dataclass
@@ -276,7 +277,9 @@ def _setup(
     calibrated, calibration_class_map = _calibration(
         request, decoded, class_map, calibration_dataset, loaded, reporter, decode_cache
     )
+    scheduled = _schedule(request, dense)
     return _Job(
+        schedule=scheduled,
         request=request,
         reporter=reporter,
         loaded=loaded,
@@ -293,6 +296,17 @@ def _setup(
         calibration=calibrated,
         calibration_class_map=calibration_class_map,
     )
+
+
+def _schedule(request: JobRequest, dense: nn.Module) -> dict[str, float] | None:
+    """A ``layer_sparsities`` job's per-layer sparsities, resolved against the model's prunable layers."""
+    if request.layer_sparsities is None or request.sparsity is None:
+        return None
+    try:
+        layers = pruning.prunable_layers(dense, list(request.exclude))
+        return schedule.resolve(layers, request.layer_sparsities, request.sparsity)
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from None
 
 
 def _calibration(
@@ -330,6 +344,9 @@ def _prune(job: _Job, sparsity: float, fuse: bool = True) -> _Pruned:
     if job.request.method == "channel":
         return _prune_channels(job, sparsity, fuse)
     model = copy.deepcopy(job.dense)
+    if job.schedule is not None:
+        pruned, achieved = schedule.apply(model, job.schedule)
+        return _Pruned(model, pruned, achieved)
     if sparsity == 0.0 and job.request.method == "l1_unstructured":
         # The dense baseline: nothing to prune. Its sparsity is whatever zeros the checkpoint already has.
         layers = pruning.prunable_layers(model, list(job.request.exclude))
@@ -679,6 +696,8 @@ def _settings(request: JobRequest, device: torch.device, half: bool) -> dict[str
         settings["latency"] = request.latency.model_dump()
     if request.finetune is not None:
         settings["finetune"] = request.finetune.model_dump()
+    if request.layer_sparsities is not None:
+        settings["layer_sparsities"] = dict(request.layer_sparsities)
     return settings
 
 
@@ -718,6 +737,8 @@ def open_job(
 def run_point(job: _Job, run_index: int) -> RunResult:
     """Sweep point ``run_index`` of an opened job (its deltas are set by :func:`assemble_result`)."""
     _check_stop(job.reporter)
+    if job.request.layer_sparsities is not None and job.request.include_dense and run_index == 0:
+        job = replace(job, schedule=None)  # a scheduled job's dense baseline
     return _run_point(job, run_index)
 
 
@@ -809,6 +830,12 @@ def run_pipeline(
         train_dataset,
         calibration_dataset,
     )
+    if request.target is not None:  # no fixed sweep: the search picks the points (prunebench.worker.engine.target)
+        from prunebench.worker.engine.target import run_target
+
+        result = run_target(job, job_id, checkpoint_info, dataset, worker=worker)
+        drop_training_state(artifacts_dir)
+        return result
     runs = [run_point(job, k) for k in range(len(job.points))]
     drop_training_state(artifacts_dir)
     reporter.progress(_progress(job, "done", len(job.points), len(job.points), percent=100.0))

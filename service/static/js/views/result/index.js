@@ -1,4 +1,4 @@
-// A succeeded job's result, panel by panel: warnings, charts, comparison picker, recovery, runtime latency, runs, per-layer sparsity,
+// A succeeded job's result, panel by panel: warnings, target search, charts, comparison picker, recovery, runtime latency, runs, per-layer sparsity,
 // environment.
 
 import { chartsPanel } from "./charts.js";
@@ -8,6 +8,7 @@ import { latencyPanel } from "./latency.js";
 import { layersPanel } from "./layers.js";
 import { recoveryPanel } from "./recovery.js";
 import { runsPanel } from "./runs.js";
+import { searchPanel } from "./search.js";
 import { warningsPanel } from "./warnings.js";
 
 /** Append the result panels of `job` to `container`; `compare` is the set of job ids overlaid on the charts. */
@@ -19,8 +20,10 @@ export async function renderResult(job, result, compare, container, gen) {
   const latency = latencyPanel(runs);
   const recovery = recoveryPanel(runs);
   const warnings = warningsPanel(result);
+  const search = searchPanel(result);
   container.append(
     ...(warnings ? [warnings] : []),
+    ...(search ? [search] : []),
     charts.node,
     picker.node,
     ...(recovery ? [recovery] : []),
