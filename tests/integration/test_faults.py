@@ -211,11 +211,7 @@ def test_a_horse_orphaned_by_its_dead_worker_stops_once_its_job_is_requeued(stac
 
 
 def _corrupt_copy(src: Path, dst: Path) -> None:
-    """The demo checkpoint with its largest tensor's bytes missing: metadata intact, weights unreadable.
-
-    The API's torch-free inspection reads only the pickle, so it accepts the file; loading it for real
-    fails the same way every time, which is what a deterministic failure is.
-    """
+    """The demo checkpoint with its largest tensor's bytes missing: metadata intact, weights unreadable."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         infos = zin.infolist()
         biggest = max((i for i in infos if "/data/" in i.filename), key=lambda i: i.file_size)
@@ -224,19 +220,22 @@ def _corrupt_copy(src: Path, dst: Path) -> None:
             zout.writestr(zipfile.ZipInfo(name, info.date_time), zin.read(info), compress_type=info.compress_type)
 
 
-def test_corrupt_checkpoint_fails_once_with_its_reason(stack: FaultStack) -> None:
+def test_corrupt_mounted_checkpoint_is_refused_at_submission_with_its_reason(stack: FaultStack) -> None:
+    """The inspector matches every declared tensor to its archive entry, so a checkpoint whose weights are
+    missing is caught before any job is queued (a job that fails in the worker is failed once, not retried:
+    tests/integration/test_service.py::test_deterministic_failure_is_failed_once_not_retried)."""
     stack.ensure_workers(1)
     models_dir = Path(stack.env["PRUNEBENCH_MODELS_DIR"])
     _corrupt_copy(DEMO_DIR / "yolov5n_shapes.pt", models_dir / "corrupt.pt")
-    job = stack.submit(**{**TINY, "checkpoint": "corrupt.pt"})
-    done = stack.wait(job["id"], timeout_s=60)
-    assert done["status"] == "failed", done
-    assert "data/" in done["error"] and "\n" not in done["error"]
-    assert [a["outcome"] for a in done["attempts"]] == ["failed"]
-    time.sleep(ABANDONED_AFTER_S / 2)  # nothing retries it behind our back
-    assert len(stack.job(job["id"])["attempts"]) == 1
-    problem = stack.http.get(f"/v1/jobs/{job['id']}/result")
-    assert problem.status_code == 422 and problem.json()["detail"] == done["error"]
+    listed = {c["name"]: c for c in stack.http.get("/v1/checkpoints", params={"limit": 200}).json()["items"]}
+    assert listed["corrupt.pt"]["usable"] is False and "data/" in listed["corrupt.pt"]["problem"]
+    jobs_before = stack.http.get("/v1/jobs").json()["total"]
+    refused = stack.http.post("/v1/jobs", json={**TINY, "checkpoint": "corrupt.pt"})
+    assert refused.status_code == 404, refused.text
+    assert "data/" in refused.json()["detail"] and "\n" not in refused.json()["detail"]
+    assert stack.http.get("/v1/jobs").json()["total"] == jobs_before  # nothing queued, nothing to retry
+    # The good checkpoint beside it is unaffected.
+    assert stack.wait(stack.submit(**TINY)["id"], timeout_s=120)["status"] == "succeeded"
 
 
 def test_sigterm_lets_the_running_job_finish_and_then_the_worker_exits(stack: FaultStack) -> None:
