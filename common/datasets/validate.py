@@ -65,6 +65,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_image_id(value: Any) -> bool:
+    """An image id as pycocotools accepts it: an integer or a non-empty string."""
+    return _is_int(value) or (isinstance(value, str) and bool(value))
+
+
 def _is_number(value: Any) -> bool:
     return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
 
@@ -101,7 +106,7 @@ def _image(entry: Any) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise InstancesError(f"an entry of 'images' is not an object: {example(entry)}")
     image_id = entry.get("id")
-    if not (_is_int(image_id) or (isinstance(image_id, str) and image_id)):
+    if not _is_image_id(image_id):
         raise InstancesError(f"an image has no 'id' (an integer or a string): {example(entry)}")
     name = entry.get("file_name")
     if not isinstance(name, str) or not name.strip():
@@ -161,7 +166,7 @@ def _annotation(ann: Any, categories: set[int], counts: _Counts) -> dict[str, An
     if not isinstance(ann, dict):
         raise InstancesError(f"an entry of 'annotations' is not an object: {example(ann)}")
     image_id = ann.get("image_id")
-    if not (_is_int(image_id) or (isinstance(image_id, str) and image_id)):
+    if not _is_image_id(image_id):
         raise InstancesError(f"an annotation has no 'image_id' (an integer or a string): {example(ann)}")
     category = ann.get("category_id")
     if not _is_int(category):
