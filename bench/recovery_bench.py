@@ -49,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--importances", nargs="+", default=["l1", "l2", "bn_scale", "lamp", "taylor"])
     parser.add_argument("--recoveries", nargs="+", choices=list(RECOVERIES), default=list(RECOVERIES))
     parser.add_argument("--img", type=int, default=320, help="evaluation (and fine-tuning) image size")
+    parser.add_argument("--round-to", type=int, default=8, help="channel: kept widths are multiples of this")
     parser.add_argument("--calibration-images", type=int, default=240)
     parser.add_argument("--latency", action="store_true", help="time each point (torch, onnxruntime_cpu)")
     parser.add_argument("--threads", type=int, default=2)
@@ -66,6 +67,7 @@ def job(args: argparse.Namespace, importance: str, recovery: list[str], **extra:
         sparsities=args.sparsities,
         method="channel",
         importance=importance,
+        round_to=args.round_to,
         recovery=recovery,
         calibration={"dataset": "shapes-train-mini", "images": args.calibration_images},
         img_size=args.img,
