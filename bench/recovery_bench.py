@@ -53,6 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calibration-images", type=int, default=240)
     parser.add_argument("--latency", action="store_true", help="time each point (torch, onnxruntime_cpu)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=10, help="timed latency iterations per batch size")
     parser.add_argument("--finetune-epochs", nargs="*", type=int, default=[])
     parser.add_argument("--train-data", type=Path, default=REFERENCE_DATA, help="YOLOv5 data.yaml to train on")
     parser.add_argument("--train-batch", type=int, default=16)
@@ -82,8 +83,8 @@ def latency_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "runtimes": ["torch", "onnxruntime_cpu"],
         "batch_sizes": [1, 32],
-        "warmup": 2,
-        "iterations": 10,
+        "warmup": 3,
+        "iterations": args.iterations,
         "threads": args.threads,
     }
 
