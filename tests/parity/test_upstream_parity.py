@@ -16,6 +16,7 @@ import pytest
 from prunebench.contract import JobRequest, JobResult, RunResult
 from prunebench.datasets.catalog import BUILTIN_ROOT, builtin_datasets
 from prunebench.worker.engine.pipeline import run_local
+from tests.support.records import match_rows
 
 REFERENCE = json.loads((Path(__file__).parents[1] / "fixtures" / "reference" / "metrics.json").read_text())
 CHECKPOINT = BUILTIN_ROOT / "yolov5n_shapes.pt"
@@ -192,8 +193,9 @@ def test_detections_equal_upstream_predictions(sparsity: float) -> None:
     fixture = Path(__file__).parents[1] / "fixtures" / "reference" / f"upstream_predictions_s{sparsity}.json.gz"
     upstream = json.loads(gzip.decompress(fixture.read_bytes()))
 
-    def key(record: dict) -> tuple:
-        return (record["image_id"], record["category_id"], record["score"], *record["bbox"])
-
+    # Row for row, up to one unit of the last written digit: upstream wrote these on another CPU, whose
+    # float32 kernels round a few values the other way (see tests/support/records.py).
     assert len(ours) == len(upstream)
-    assert sorted(map(key, ours)) == sorted(map(key, upstream))
+    exact, unmatched = match_rows(ours, upstream)
+    assert unmatched == []
+    assert exact >= 0.9 * len(upstream)  # observed: 100% on AVX2 (the reference's), 96.6% on AVX-512
