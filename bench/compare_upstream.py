@@ -1,4 +1,4 @@
-"""Side by side: one `prunebench eval` sweep against four upstream YOLOv5 `val.py` processes.
+"""Side by side: a prunebench sweep (CLI process and service job) against four upstream YOLOv5 `val.py` processes.
 
     .venv/bin/python bench/compare_upstream.py --upstream /path/to/yolov5/.git \
         --upstream-python /tmp/yolov5-venv/bin/python [--images 250 --reference ../shared/reference] [--rounds 3]
@@ -13,14 +13,19 @@ What it does, all in a temporary folder that is removed afterwards:
    JSON, the JSON under ``annotations/``): the bundled 120-image ``shapes-val``, or with ``--images 250``
    those 120 plus the first 130 images of the reference's ``shapes-train`` (renumbered 121-250, their
    YOLO labels turned into COCO boxes).
-3. Per round, interleaved: four upstream processes (sparsity 0, 0.3, 0.5, 0.7; ``--img 320 --batch 32
+3. Starts the service as deployed, once, before any clock (``--service``, default ``1x2 2x1``): an embedded
+   redis-server, the API and WORKERS warm ``prunebench worker`` processes with THREADS torch threads each
+   (fan-out on), the dataset in its catalog; one untimed warm-up job per configuration.
+4. Per round, interleaved: four upstream processes (sparsity 0, 0.3, 0.5, 0.7; ``--img 320 --batch 32
    --conf-thres 0.001 --iou-thres 0.6 --device cpu --save-json``), then one ``prunebench eval`` process
    with a cold decode cache, then one with a warm one (decoded images already on this host, as on
-   a worker that ran a job on this dataset before). Each is timed as a whole process, interpreter start
-   and imports included.
-4. Prints the table: median seconds, the ratios, mAP@.5:.95 per point on both sides (upstream's from
-   its predictions JSON rescored at full precision with pycocotools), whether upstream's NMS time limit
-   fired, and prunebench's floor ratio (process wall / the sweep's pure inference seconds).
+   a worker that ran a job on this dataset before), each timed as a whole process (interpreter start and
+   imports included); then the same sweep as a job over HTTP on each service configuration, timed from
+   the POST to the API reporting it succeeded; then the floor: the four points' forward passes alone,
+   measured on their own in this process (:func:`measure_floor`).
+5. Prints the table: median seconds, the ratios against upstream, each run's wall / floor, mAP@.5:.95 per
+   point on both sides (upstream's from its predictions JSON rescored at full precision with
+   pycocotools), and whether upstream's NMS time limit fired.
 
 Upstream's dependencies go in their own venv (``--upstream-python``), e.g.:
 
@@ -204,13 +209,127 @@ def run_prunebench(images: Path, annotations: Path, cache_dir: Path) -> dict[str
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"prunebench eval failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout)
+    return _summary(json.loads(done.stdout), seconds)
+
+
+SERVICE_DATASET = "vs-upstream"
+
+
+class Service:
+    """The deployed path: an embedded redis-server, the API and ``workers`` warm worker processes.
+
+    Started (and their torch imports paid) before any clock runs, as a deployment's workers are; each
+    ``job()`` is one sweep submitted over HTTP and timed from the POST to the moment the API reports it
+    succeeded (result stored). ``threads`` is each worker's torch thread count; fan-out is on, so with two
+    workers the sweep's points run on both.
+    """
+
+    def __init__(self, work: Path, images: Path, annotations: Path, workers: int, threads: int) -> None:
+        from prunebench.infra.processes import Supervisor
+        from prunebench.infra.redis_server import EmbeddedRedis, free_port
+
+        self.root = work / f"service-{workers}x{threads}"
+        self.root.mkdir()
+        catalog = self.root / "datasets.json"
+        catalog.write_text(json.dumps({SERVICE_DATASET: {"images": str(images), "annotations": str(annotations)}}))
+        self.redis = EmbeddedRedis(workdir=self.root / "redis")
+        url = self.redis.__enter__().url
+        env = {**os.environ, "PRUNEBENCH_REDIS_URL": url, "PRUNEBENCH_DATASETS": str(catalog),
+               "PRUNEBENCH_STORE_DIR": str(self.root / "store"), "PRUNEBENCH_CACHE_DIR": str(self.root / "cache"),
+               "PRUNEBENCH_BUILTIN_ASSETS": "1", "PRUNEBENCH_AUTH_DISABLED": "1", "PRUNEBENCH_LOG_JSON": "0",
+               "PRUNEBENCH_FANOUT": "1", "OMP_NUM_THREADS": str(threads)}  # fmt: skip
+        env.pop("PRUNEBENCH_API_KEYS", None)
+        self.children = Supervisor(self.root / "logs")
+        self.port = free_port()
+        me = [sys.executable, "-m", "prunebench.cli"]
+        self.children.start("api", [*me, "serve", "--host", "127.0.0.1", "--port", str(self.port)], env)
+        for k in range(workers):
+            self.children.start(f"worker{k}", [*me, "worker"], env)
+        self._wait_ready(workers)
+
+    def _wait_ready(self, workers: int, timeout_s: float = 180.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.children.check()
+            with contextlib.suppress(httpx.HTTPError):
+                ready = httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=5)
+                if ready.status_code == 200 and ready.json().get("workers", 0) >= workers:
+                    return
+            time.sleep(0.2)
+        raise SystemExit(f"the service did not start {workers} workers in time")
+
+    def job(self) -> dict[str, Any]:
+        """One sweep (dense + 0.3, 0.5, 0.7; no result cache): seconds, pure inference, mAPs."""
+        import httpx
+
+        from prunebench.contract import TERMINAL_STATUSES
+
+        request = {"checkpoint": CHECKPOINT.name, "dataset": SERVICE_DATASET, "sparsities": list(SPARSITIES[1:]),
+                   "img_size": 320, "batch_size": 32, "device": "cpu", "use_cache": False}  # fmt: skip
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30) as http:
+            started = time.perf_counter()
+            submitted = http.post("/v1/jobs", json=request)
+            if submitted.status_code != 202:
+                raise SystemExit(f"submit refused ({submitted.status_code}): {submitted.text}")
+            job_id = submitted.json()["id"]
+            while (status := http.get(f"/v1/jobs/{job_id}").json())["status"] not in TERMINAL_STATUSES:
+                time.sleep(0.2)  # a dashboard's pace; faster polling would take CPU from the job it times
+            seconds = time.perf_counter() - started
+            if status["status"] != "succeeded":
+                raise SystemExit(f"service job {job_id} {status['status']}: {status.get('error')}")
+            result = http.get(f"/v1/jobs/{job_id}/result").raise_for_status().json()
+        return _summary(result, seconds)
+
+    def close(self) -> None:
+        self.children.stop()
+        self.redis.__exit__(None, None, None)
+
+
+def _summary(result: dict[str, Any], seconds: float) -> dict[str, Any]:
     inference = sum(r["speed_ms_per_image"]["inference"] * r["images"] / 1000 for r in result["runs"])
     return {
         "seconds": seconds,
         "inference": inference,
         "maps": {r["sparsity_target"]: r["metrics"]["map"] for r in result["runs"]},
     }
+
+
+def measure_floor(images: Path, annotations: Path) -> float:
+    """The floor, measured on its own: the four points' forward passes alone, back to back, in this process.
+
+    Each point's model is pruned as a job prunes it (fused, then upstream's per-layer L1), the images
+    decoded and letterboxed into the job's rectangular batches before the clock runs, then only the
+    ``model(batch)`` calls are timed (torch at its default thread count, as a single worker runs).
+    """
+    import copy
+
+    import torch
+
+    from prunebench.datasets.catalog import DatasetSpec
+    from prunebench.worker.engine import pruning
+    from prunebench.worker.engine.checkpoints import load_model
+    from prunebench.worker.engine.data import decode_dataset, grid_stride, make_batches
+    from prunebench.worker.engine.evaluate import default_infer, load_batch, to_input
+
+    loaded = load_model(CHECKPOINT)
+    dense = loaded.model.float().eval().fuse()
+    decoded = decode_dataset(DatasetSpec(name="floor", images_dir=images, annotations=annotations), 320)
+    batches = [load_batch(decoded, b, pin=False) for b in make_batches(decoded, 32, grid_stride(max(loaded.stride)))]
+    inputs = [to_input(b.host, torch.device("cpu"), False) for b in batches]
+    seconds = 0.0
+    with torch.no_grad():
+        for sparsity in SPARSITIES:
+            model = copy.deepcopy(dense)
+            if sparsity:
+                pruning.apply_pruning(model, "l1_unstructured", sparsity, [])
+            default_infer(model, inputs[0][:1])  # one untimed image: first-call allocations
+            started = time.perf_counter()
+            for x in inputs:
+                default_infer(model, x)
+            seconds += time.perf_counter() - started
+    return seconds
 
 
 def rescore(predictions: Path, annotations: Path) -> float:
@@ -244,8 +363,15 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=ROOT.parent / "shared" / "reference")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement here")
+    parser.add_argument(
+        "--service",
+        nargs="*",
+        default=["1x2", "2x1"],
+        help="service configurations WORKERSxTHREADS to time (none: skip the service rows)",
+    )
     args = parser.parse_args()
 
+    configs = [tuple(int(v) for v in c.split("x")) for c in args.service]
     with tempfile.TemporaryDirectory(prefix="prunebench-vs-upstream-") as scratch:
         work = Path(scratch)
         upstream = checkout_upstream(args.upstream, work)
@@ -253,15 +379,15 @@ def main() -> None:
         data_yaml, images, annotations = build_dataset(work, args.images, args.reference)
         warm_cache = work / "cache-warm"
         run_prunebench(images, annotations, warm_cache)  # fill the warm cache once, untimed
-        rounds: list[dict[str, Any]] = []
-        for k in range(args.rounds):
-            ups = [run_upstream(args.upstream_python, upstream, data_yaml, work, s) for s in SPARSITIES]
-            cold = run_prunebench(images, annotations, work / f"cache-cold-{k}")
-            warm = run_prunebench(images, annotations, warm_cache)
-            rounds.append({"upstream": ups, "cold": cold, "warm": warm})
-            up_s = sum(u["seconds"] for u in ups)
-            print(f"round {k + 1}: upstream {up_s:.1f} s, prunebench cold {cold['seconds']:.1f} s, "
-                  f"warm {warm['seconds']:.1f} s", flush=True)  # fmt: skip
+        services = {f"{w}x{t}": Service(work, images, annotations, w, t) for w, t in configs}
+        try:
+            for service in services.values():
+                service.job()  # warm-up: the worker's first job fills its decode cache
+            rounds = [_round(k, args, upstream, data_yaml, images, annotations, work, warm_cache, services)
+                      for k in range(args.rounds)]  # fmt: skip
+        finally:
+            for service in services.values():
+                service.close()
         upstream_maps = {
             s: rescore(u["predictions"], annotations) for s, u in zip(SPARSITIES, rounds[-1]["upstream"], strict=True)
         }
@@ -273,36 +399,73 @@ def main() -> None:
             args.json.write_text(json.dumps({"rounds": rounds, "upstream_maps": upstream_maps}, indent=1))
 
 
+def _round(
+    k: int,
+    args: argparse.Namespace,
+    upstream: Path,
+    data_yaml: Path,
+    images: Path,
+    annotations: Path,
+    work: Path,
+    warm_cache: Path,
+    services: dict[str, Service],
+) -> dict[str, Any]:
+    """One interleaved round: four val.py processes, the CLI cold and warm, each service, the floor."""
+    ups = [run_upstream(args.upstream_python, upstream, data_yaml, work, s) for s in SPARSITIES]
+    done: dict[str, Any] = {"upstream": ups}
+    done["cold"] = run_prunebench(images, annotations, work / f"cache-cold-{k}")
+    done["warm"] = run_prunebench(images, annotations, warm_cache)
+    done["services"] = {name: service.job() for name, service in services.items()}
+    done["floor"] = measure_floor(images, annotations)
+    line = f"round {k + 1}: upstream {sum(u['seconds'] for u in ups):.1f} s, prunebench cold "
+    line += f"{done['cold']['seconds']:.1f} s, warm {done['warm']['seconds']:.1f} s"
+    line += "".join(f", service {n} {r['seconds']:.1f} s" for n, r in done["services"].items())
+    print(f"{line}, floor {done['floor']:.1f} s", flush=True)
+    return done
+
+
 def report(
     rounds: list[dict[str, Any]],
     upstream_maps: dict[float, float],
     args: argparse.Namespace,
     load: tuple[float, float, float],
 ) -> None:
-    up = statistics.median(sum(u["seconds"] for u in r["upstream"]) for r in rounds)
-    cold = statistics.median(r["cold"]["seconds"] for r in rounds)
-    warm = statistics.median(r["warm"]["seconds"] for r in rounds)
-    floor = statistics.median(r["warm"]["inference"] for r in rounds)
-    ours = rounds[-1]["warm"]["maps"]
+    def median(pick: Any) -> float:
+        return statistics.median(pick(r) for r in rounds)
+
+    up = median(lambda r: sum(u["seconds"] for u in r["upstream"]))
+    floor = median(lambda r: r["floor"])
+    rows = [("prunebench eval (CLI process), cold decode cache", lambda r: r["cold"]),
+            ("prunebench eval (CLI process), warm decode cache", lambda r: r["warm"])]  # fmt: skip
+    for name in rounds[0]["services"]:
+        workers, threads = name.split("x")
+        label = f"service job over HTTP, {workers} warm worker{'s' if workers != '1' else ''} x {threads} threads"
+        rows.append((label, lambda r, n=name: r["services"][n]))
     limit = any(u["nms_limit"] for r in rounds for u in r["upstream"])
     print()
     print(f"{args.images} images, img 320, batch 32, CPU, sparsities {list(SPARSITIES)}, {args.rounds} rounds "
           f"(medians); load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")  # fmt: skip
     print()
-    print("| run | seconds | vs upstream |")
-    print("|---|---:|---:|")
-    print(f"| upstream: four `val.py` processes | {up:.1f} | 1.00x |")
-    print(f"| prunebench eval, cold decode cache | {cold:.1f} | {up / cold:.2f}x |")
-    print(f"| prunebench eval, warm decode cache | {warm:.1f} | {up / warm:.2f}x |")
+    print("| run | seconds | vs upstream | wall / floor | inference stage (s) |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| upstream: four `val.py` processes | {up:.1f} | 1.00x | | |")
+    for label, pick in rows:
+        seconds = median(lambda r, p=pick: p(r)["seconds"])
+        inference = median(lambda r, p=pick: p(r)["inference"])
+        print(f"| {label} | {seconds:.1f} | {up / seconds:.2f}x | {seconds / floor:.2f} | {inference:.1f} |")
+    print(f"| floor: the forward passes alone | {floor:.1f} | | 1.00 | |")
     print()
-    print("| sparsity | upstream mAP@.5:.95 | prunebench | equal |")
-    print("|---:|---:|---:|:---:|")
+    print("| sparsity | upstream mAP@.5:.95 | prunebench CLI | service | equal |")
+    print("|---:|---:|---:|---:|:---:|")
+    ours = rounds[-1]["warm"]["maps"]
+    served = [r["maps"] for r in rounds[-1]["services"].values()]
     for s in SPARSITIES:
-        equal = "yes" if abs(upstream_maps[s] - ours[s]) < 1e-9 else "NO"
-        print(f"| {s:g} | {upstream_maps[s]:.6f} | {ours[s]:.6f} | {equal} |")
+        values = [ours[s], *(m[s] for m in served)]
+        equal = "yes" if all(abs(upstream_maps[s] - v) < 1e-9 for v in values) else "NO"
+        service = " / ".join(f"{m[s]:.6f}" for m in served) or "-"
+        print(f"| {s:g} | {upstream_maps[s]:.6f} | {ours[s]:.6f} | {service} | {equal} |")
     print()
     print(f"upstream's NMS time limit fired: {'yes (its detections were cut)' if limit else 'no'}")
-    print(f"floor: the sweep's pure inference {floor:.1f} s; warm process wall / floor = {warm / floor:.2f}")
 
 
 if __name__ == "__main__":

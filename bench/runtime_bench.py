@@ -80,12 +80,13 @@ def load_subject(name: str) -> nn.Module:
     return DetectionModel(get_config("yolov5s", nc=80)).float().eval()
 
 
-def pruned(unfused: nn.Module, method: str, sparsity: float) -> nn.Module:
-    """As a job prunes: channel on the unfused model then fused (job defaults: l1, uniform, round_to 8);
-    the weight-zeroing methods on the fused model (upstream's flow)."""
+def pruned(unfused: nn.Module, method: str, sparsity: float, round_to: int = 8) -> nn.Module:
+    """As a job prunes: channel on the unfused model then fused (job defaults: l1, uniform, ``round_to``
+    8); the weight-zeroing methods on the fused model (upstream's flow)."""
     model = copy.deepcopy(unfused)
     if method == "channel":
-        return apply_pruning(model, method, sparsity, channel_options=ChannelOptions()).model.fuse().eval()
+        options = ChannelOptions(round_to=round_to)
+        return apply_pruning(model, method, sparsity, channel_options=options).model.fuse().eval()
     model.fuse()
     if method == "dense":
         return model
@@ -125,8 +126,8 @@ def _fp16(model: nn.Module, path: Path, img: int) -> Path:
 def run_subject(name: str, images: torch.Tensor, args: argparse.Namespace, scratch: Path) -> list[Point]:
     base = load_subject(name)
     points: list[Point] = []
-    for method, sparsity in [*POINTS, DENSE]:
-        model = pruned(base, method, sparsity)
+    for method, sparsity in [DENSE, *(p for p in POINTS if p != DENSE and _wanted(p, args)), DENSE]:
+        model = pruned(base, method, sparsity, args.round_to)
         path = scratch / f"{name}-{method}-{sparsity}.onnx"
         report = export.export_checked(model, path, images)
         params, nonzero = measure.count_params(model)
@@ -143,6 +144,10 @@ def run_subject(name: str, images: torch.Tensor, args: argparse.Namespace, scrat
         points.append(point)
         print(f"# {name} {point.method} {sparsity}: done", file=sys.stderr, flush=True)
     return points
+
+
+def _wanted(point: tuple[str, float], args: argparse.Namespace) -> bool:
+    return not args.points or f"{point[0]}:{point[1]:g}" in args.points
 
 
 def _median(point: Point, runtime: str, batch: int) -> float | None:
@@ -191,6 +196,10 @@ def main() -> None:
     parser.add_argument("--batch-n", type=int, default=32)
     parser.add_argument("--warmup-n", type=int, default=1)
     parser.add_argument("--iters-n", type=int, default=5)
+    parser.add_argument("--round-to", type=int, default=8, help="channel: kept widths are multiples of this")
+    parser.add_argument(
+        "--points", nargs="*", default=[], help="only these METHOD:SPARSITY points besides dense (e.g. channel:0.3)"
+    )
     args = parser.parse_args()
 
     spec = resolve_dataset(load_catalog(None, include_builtin=True), "shapes-val")
@@ -200,7 +209,7 @@ def main() -> None:
     print(f"# machine: {cpu}, {platform.machine()}, torch {torch.__version__}, threads {args.threads}")
     print(
         f"# protocol: b1 warmup {args.warmup} + {args.iters} timed; b{args.batch_n} warmup {args.warmup_n} + "
-        f"{args.iters_n} timed; median / p90 of whole-batch wall time"
+        f"{args.iters_n} timed; median / p90 of whole-batch wall time; channel round_to {args.round_to}"
     )
     with tempfile.TemporaryDirectory(prefix="prunebench-runtime-bench-") as scratch:
         for name in args.models:

@@ -24,7 +24,7 @@ from typing import Any
 
 from prunebench.contract import JobRequest, JobResult
 from prunebench.datasets.catalog import BUILTIN_DATASET, BUILTIN_ROOT, DatasetSpec, builtin_datasets
-from prunebench.worker.engine import artifacts, evaluate, measure, nms, pipeline
+from prunebench.worker.engine import artifacts, evaluate, measure, nms, pipeline, scoring
 
 STEPS = {"_setup": "setup", "_prune": "pruning", "_measure": "measuring", "_model_size": "measuring"}
 SCORING = "scoring"
@@ -73,12 +73,51 @@ def _size_via_file(model: Any, source: Any = None, **kwargs: Any) -> int:
 
 def _load_inline(dataset: Any, batches: list[Any], pin: bool) -> Any:
     for batch in batches:
-        yield evaluate._load(dataset, batch, pin)
+        yield evaluate.load_batch(dataset, batch, pin)
+
+
+def _coco_results_scalar(native: Any, image_ids: Any, class_map: Any) -> list[dict[str, Any]]:
+    """COCO rows one Python ``round`` per value, as before the vectorised rounding."""
+    records = []
+    for det, image_id in zip(native, image_ids, strict=True):
+        det = det.float().cpu()
+        for row, box in zip(det.tolist(), scoring.xyxy_to_coco_xywh(det[:, :4]).tolist(), strict=True):
+            if class_map[int(row[5])] >= 0:
+                records.append({"image_id": int(image_id), "category_id": int(class_map[int(row[5])]),
+                                "bbox": [round(v, 3) for v in box], "score": round(row[4], 5)})  # fmt: skip
+    return records
+
+
+def _match_torch(det: Any, labels: Any, thresholds: Any = scoring.IOU_THRESHOLDS) -> Any:
+    """Upstream's matching on torch tensors, per threshold, as before the NumPy version."""
+    import numpy as np
+    import torch
+
+    correct = np.zeros((det.shape[0], thresholds.numel()), dtype=bool)
+    if det.shape[0] == 0 or labels.shape[0] == 0:
+        return correct
+    a, b = labels[:, 1:5], det[:, :4]
+    lt, rb = torch.max(a[:, None, :2], b[None, :, :2]), torch.min(a[:, None, 2:4], b[None, :, 2:4])
+    inter = (rb - lt).clamp(0).prod(2)
+    iou = inter / ((a[:, 2:4] - a[:, :2]).prod(1)[:, None] + (b[:, 2:4] - b[:, :2]).prod(1)[None, :] - inter + 1e-7)
+    same_class = labels[:, 0:1] == det[:, 5]
+    for t, threshold in enumerate(thresholds):
+        li, di = torch.where((iou >= threshold) & same_class)
+        if li.numel() == 0:
+            continue
+        pairs = np.stack((li.numpy(), di.numpy(), iou[li, di].numpy()), 1)
+        if pairs.shape[0] > 1:
+            pairs = pairs[pairs[:, 2].argsort()[::-1]]
+            pairs = pairs[np.unique(pairs[:, 1], return_index=True)[1]]
+            pairs = pairs[np.unique(pairs[:, 0], return_index=True)[1]]
+        correct[pairs[:, 1].astype(int), t] = True
+    return correct
 
 
 def revert(lever: str) -> None:
     """Undo one lever: nms (per-image calls), measure (GFLOPs by a real forward per point, size via a
-    written file), prefetch (letterbox inline). ``scorer`` is reverted with --scorer pycocotools."""
+    written file), prefetch (letterbox inline), rows (COCO rows rounded one value at a time, upstream's
+    matching in torch). ``scorer`` is reverted with --scorer pycocotools."""
     if lever == "nms":
         evaluate.non_max_suppression = _nms_per_image  # type: ignore[assignment]
     elif lever == "measure":
@@ -87,6 +126,9 @@ def revert(lever: str) -> None:
         artifacts.artifact_size = _size_via_file  # type: ignore[assignment]
     elif lever == "prefetch":
         evaluate._prefetched = _load_inline  # type: ignore[assignment]
+    elif lever == "rows":
+        scoring.coco_results = _coco_results_scalar  # type: ignore[assignment]
+        scoring.match_detections = _match_torch  # type: ignore[assignment]
     else:
         raise SystemExit(f"unknown lever {lever!r}")
 
@@ -125,7 +167,7 @@ def main() -> None:
         "--without",
         action="append",
         default=[],
-        choices=["nms", "measure", "prefetch"],
+        choices=["nms", "measure", "prefetch", "rows"],
         help="revert a lever to how the engine worked before issue 12 (repeatable)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the breakdown here")

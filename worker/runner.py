@@ -9,7 +9,7 @@ Process model (the choice this module makes, and why):
   never initialised before the fork (forking a CUDA-initialised process is undefined behaviour), each
   job gets a fresh process whose GPU memory is returned on exit, and a leak or a crash dies with it.
   So that a job on a warm worker pays no import, the parent imports the engine's heavy third-party
-  libraries (torch, torchvision, OpenCV, the COCO scorers; `PRELOAD`) once at start, before any
+  libraries (torch, OpenCV, the COCO scorers; `PRELOAD`) once at start, before any
   fork: importing torch does not initialise CUDA (that happens at the first CUDA call, in the horse),
   and no tensor op runs in the parent, so no thread pool or device context crosses a fork. The
   engine itself stays out of the parent (the import boundary); its own modules are small.
@@ -60,8 +60,10 @@ MAINTENANCE_INTERVAL_S = 60
 """rq's clean-up of registries (expired entries); rq's default is 10 minutes. Dead workers are the reaper's."""
 
 
-PRELOAD = ("numpy", "cv2", "torch", "torchvision", "torch_pruning", "faster_coco_eval", "pycocotools.cocoeval")
-"""Third-party modules the work-horse needs, imported by the parent so every forked horse inherits them."""
+PRELOAD = ("numpy", "cv2", "torch", "torch._dynamo", "torch_pruning", "faster_coco_eval", "pycocotools.cocoeval")
+"""Third-party modules the work-horse needs, imported by the parent so every forked horse inherits them.
+``torch._dynamo``: torch's FLOP counter (GFLOPs) imports it at first use, ~1 s. Not torchvision: the engine
+registers only its NMS kernel, in the horse (``engine.nms.torchvision_nms``)."""
 
 
 def preload_heavy_imports() -> float:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prunebench.datasets.catalog import DatasetSpec, builtin_datasets
 from prunebench.worker.engine.data import DecodedDataset, DecodedImage, GroundTruth, decode_dataset, letterbox
@@ -17,9 +20,11 @@ from prunebench.worker.engine.scoring import (
     COCO_STAT_FIELDS,
     ImageDetections,
     ap_per_class,
+    box_iou,
     coco_results,
     interpolated_ap,
     match_detections,
+    round_decimals,
     scale_to_original,
     score,
     smooth,
@@ -168,3 +173,55 @@ def test_score_end_to_end_on_perfect_detections(scorer: str) -> None:
     assert metrics.map == pytest.approx(1.0) and metrics.map50 == pytest.approx(1.0)
     assert metrics.upstream_map50 == pytest.approx(0.995)
     assert metrics.precision == pytest.approx(1.0) and metrics.recall == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The vectorised pieces equal the scalar arithmetic upstream runs, bit for bit
+
+
+def _same_float(a: float, b: float) -> bool:
+    return (a == b and math.copysign(1.0, a) == math.copysign(1.0, b)) or (math.isnan(a) and math.isnan(b))
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=50), st.sampled_from([3, 5]))
+def test_round_decimals_is_pythons_round(values: list[float], digits: int) -> None:
+    got = round_decimals(np.array(values), digits).tolist()
+    assert all(_same_float(g, round(v, digits)) for g, v in zip(got, values, strict=True))
+
+
+@given(st.integers(-(10**7), 10**7), st.sampled_from([3, 5]), st.integers(-3, 3))
+def test_round_decimals_near_halves(k: int, digits: int, ulps: int) -> None:
+    """Values a few ulps around k + 1/2 at the rounding digit: where a scaled product could cross the half."""
+    value = (k + 0.5) / 10**digits
+    for _ in range(abs(ulps)):
+        value = math.nextafter(value, math.copysign(math.inf, ulps))
+    assert _same_float(float(round_decimals(np.array([value]), digits)[0]), round(value, digits))
+
+
+def test_round_decimals_float32_boxes() -> None:
+    """What coco_results rounds: float32 box coordinates and scores widened to float64."""
+    values = torch.rand(20000, dtype=torch.float32).double().numpy() * 1280
+    expected = [round(v, 3) for v in values.tolist()]
+    assert round_decimals(values, 3).tolist() == expected
+
+
+def _torch_box_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Upstream's IoU written in torch (its ``box_iou`` arithmetic, in the same order)."""
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:4], b[None, :, 2:4])
+    inter = (rb - lt).clamp(0).prod(2)
+    area_a = (a[:, 2:4] - a[:, :2]).prod(1)
+    area_b = (b[:, 2:4] - b[:, :2]).prod(1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter + eps)
+
+
+@settings(max_examples=50)
+@given(st.integers(1, 30), st.integers(1, 60), st.integers(0, 2**31 - 1))
+def test_box_iou_equals_torch_bitwise(m: int, n: int, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    xy = torch.rand(m + n, 2, generator=gen) * 600
+    boxes = torch.cat((xy, xy + torch.rand(m + n, 2, generator=gen) * 200), 1)
+    a, b = boxes[:m], boxes[m:]
+    ours = box_iou(a.numpy(), b.numpy())
+    assert ours.dtype == np.float32
+    assert np.array_equal(ours, _torch_box_iou(a, b).numpy())

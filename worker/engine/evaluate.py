@@ -142,7 +142,7 @@ class _ChunkedInfer:
 
 
 @dataclass
-class _Loaded:
+class LoadedBatch:
     """One batch as the loader leaves it: uint8 NCHW on the host, and how each image was boxed."""
 
     batch: Batch
@@ -150,24 +150,25 @@ class _Loaded:
     boxed: list[Letterboxed]
 
 
-def _load(dataset: DecodedDataset, batch: Batch, pin: bool) -> _Loaded:
+def load_batch(dataset: DecodedDataset, batch: Batch, pin: bool) -> LoadedBatch:
+    """The loader's work for one batch: each image letterboxed to ``batch.shape``, CHW RGB, stacked uint8."""
     boxed = [letterbox(dataset.images[i].pixels, batch.shape) for i in batch.indices]
     host = torch.from_numpy(np.stack([to_chw_rgb(b.pixels) for b in boxed]))
     if pin:
         host = host.pin_memory()  # lets the copy to the GPU run asynchronously
-    return _Loaded(batch, host, boxed)
+    return LoadedBatch(batch, host, boxed)
 
 
-def _prefetched(dataset: DecodedDataset, batches: list[Batch], pin: bool) -> Iterator[_Loaded]:
+def _prefetched(dataset: DecodedDataset, batches: list[Batch], pin: bool) -> Iterator[LoadedBatch]:
     """Yield loaded batches in order, each prepared on a worker thread while the previous one runs."""
     if not batches:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prunebench-loader") as pool:
-        pending = pool.submit(_load, dataset, batches[0], pin)
+        pending = pool.submit(load_batch, dataset, batches[0], pin)
         for following in [*batches[1:], None]:
             loaded = pending.result()
             if following is not None:
-                pending = pool.submit(_load, dataset, following, pin)
+                pending = pool.submit(load_batch, dataset, following, pin)
             yield loaded
 
 

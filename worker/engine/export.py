@@ -28,15 +28,17 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from prunebench.contract import ONNX_TOLERANCE, OnnxExport
 from prunebench.worker.engine.data import DecodedDataset, letterbox, to_chw_rgb
+
+if TYPE_CHECKING:  # onnx and onnxruntime load on first use: a job without export or latency never pays ~1 s
+    import onnxruntime as ort
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "output0"
@@ -83,6 +85,8 @@ class Check:
 
 
 def versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime as ort
     import onnxslim
 
     return {
@@ -107,6 +111,8 @@ def export_onnx(
     model: nn.Module, path: Path, img_size: int, *, opset: int = DEFAULT_OPSET, half: bool = False
 ) -> Exported:
     """Write ``model`` (a detector; not modified) to ``path`` as one self-contained ONNX file."""
+    import onnx
+
     started = time.perf_counter()
     net = copy.deepcopy(model).cpu().float().eval()
     if half:
@@ -150,6 +156,8 @@ def _first_line(exc: BaseException) -> str:
 
 def cpu_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
     """An ONNX Runtime CPU session with all graph optimisations, sequential execution."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -190,6 +198,7 @@ def _column(index: int) -> str:
 
 def simplify(source: Path, target: Path) -> Path:
     """onnxslim's simplification of ``source`` written to ``target`` (constant folding, dead nodes, fusions)."""
+    import onnx
     import onnxslim
 
     slimmed = onnxslim.slim(onnx.load(str(source)))

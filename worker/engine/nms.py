@@ -39,14 +39,41 @@ batched path is tested against.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import itertools
 import math
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
-import torchvision
 
 MAX_WH = 7680  # class offset: larger than any box coordinate, so classes never overlap
 MAX_NMS = 30000  # candidates passed to torchvision NMS per image
+
+NmsKernel = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+@functools.cache
+def torchvision_nms() -> NmsKernel:
+    """torchvision's NMS kernel (``torch.ops.torchvision.nms``: what ``torchvision.ops.nms`` calls).
+
+    ``import torchvision`` also builds its model zoo and imports ``torch._dynamo``: 1.5-2.5 s per process
+    on a small CPU, for one kernel. The kernel lives in torchvision's compiled extension, which
+    torchvision itself registers with ``torch.ops.load_library``; this loads that file alone, and falls
+    back to the full import where the file is not found or does not load.
+    """
+    spec = importlib.util.find_spec("torchvision")
+    roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    for library in (lib for root in roots for lib in sorted(root.glob("_C*.so")) + sorted(root.glob("_C*.pyd"))):
+        try:
+            torch.ops.load_library(str(library))
+            return torch.ops.torchvision.nms
+        except (OSError, RuntimeError, AttributeError):
+            break
+    import torchvision
+
+    return torchvision.ops.nms
 
 
 def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
@@ -88,7 +115,7 @@ def nms_image(x: torch.Tensor, conf_thres: float, iou_thres: float, max_det: int
         return det
     det = det[det[:, 4].sort(descending=True, stable=True).indices[:MAX_NMS]]
     offsets = det[:, 5:6] * MAX_WH
-    keep = torchvision.ops.nms(det[:, :4] + offsets, _ranks(det), iou_thres)
+    keep = torchvision_nms()(det[:, :4] + offsets, _ranks(det), iou_thres)
     return det[keep[:max_det]]
 
 
@@ -128,7 +155,7 @@ def _nms_prefix(boxes: torch.Tensor, iou_thres: float, max_det: int) -> torch.Te
     ranks = _ranks(boxes)
     k = min(n, PREFIX_START)
     while True:
-        keep = torchvision.ops.nms(boxes[:k], ranks[:k], iou_thres)
+        keep = torchvision_nms()(boxes[:k], ranks[:k], iou_thres)
         if keep.numel() >= max_det or k == n:
             return keep[:max_det]
         # Kept boxes thin out down the ranking; size the next prefix from this one's ratio, at least x1.5.
@@ -151,7 +178,7 @@ def _suppress_batch(
 ) -> list[torch.Tensor]:
     group = image.to(torch.float64) * max(nc, 1) + det[:, 5].to(torch.float64)
     boxes = det[:, :4].to(torch.float64) + group[:, None] * MAX_WH
-    keep = torchvision.ops.nms(boxes, _ranks(boxes), iou_thres)  # ascending rank = image by image, best first
+    keep = torchvision_nms()(boxes, _ranks(boxes), iou_thres)  # ascending rank = image by image, best first
     kept_image = image[keep]
     out = []
     for b, (start, end) in enumerate(runs):

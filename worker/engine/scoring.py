@@ -77,26 +77,56 @@ def xyxy_to_coco_xywh(boxes: torch.Tensor) -> torch.Tensor:
 # COCO results rows (what COCOeval scores)
 
 
+def round_decimals(values: np.ndarray, digits: int) -> np.ndarray:
+    """``values`` (float64) rounded to ``digits`` decimals, bit for bit what Python's ``round(v, digits)`` gives.
+
+    Python rounds the exact binary value correctly (to the nearest decimal, ties to even) and returns the
+    double nearest that decimal; ``rint(v * 10**d) / 10**d`` gives the same double unless the product's own
+    rounding moved it across a half (relative error 2**-53), so values whose scaled fraction lies within
+    1e-6 of .5, or too large to scale exactly, take Python's ``round`` itself. Upstream writes its COCO rows
+    with ``round`` (boxes 3 decimals, scores 5); the vector path only makes that cheap.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    scale = 10.0**digits
+    scaled = values * scale
+    with np.errstate(invalid="ignore"):
+        fraction = np.abs(scaled - np.trunc(scaled))
+        doubtful = ~(np.abs(fraction - 0.5) > 1e-6) | ~(np.abs(scaled) < 2.0**50)  # NaN and inf are doubtful too
+    out = np.rint(scaled) / scale
+    if doubtful.any():
+        out[doubtful] = [round(float(v), digits) for v in values[doubtful]]
+    return out
+
+
+BOX_DECIMALS = 3
+SCORE_DECIMALS = 5
+"""The precision upstream ``val.py`` writes COCO results rows with (``save_one_json``)."""
+
+
 def coco_results(native: Sequence[torch.Tensor], image_ids: Sequence[int], class_map: Sequence[int]) -> list[dict]:
-    """COCO results records; detections of classes without a dataset category are dropped."""
+    """COCO results records; detections of classes without a dataset category are dropped.
+
+    ``native`` holds each image's [n, 6] detections in original pixels (x1, y1, x2, y2, score, class);
+    ``class_map[c]`` is the category id of model class ``c`` (< 0: none). Rows are upstream's: bbox xywh
+    rounded to 3 decimals, score to 5.
+    """
+    categories = np.asarray(class_map, dtype=np.int64)
     records: list[dict[str, Any]] = []
     for det, image_id in zip(native, image_ids, strict=True):
         if det.shape[0] == 0:
             continue
         det = det.float().cpu()
-        boxes = xyxy_to_coco_xywh(det[:, :4]).tolist()
-        for row, box in zip(det.tolist(), boxes, strict=True):
-            category = class_map[int(row[5])]
-            if category < 0:
-                continue
-            records.append(
-                {
-                    "image_id": int(image_id),
-                    "category_id": int(category),
-                    "bbox": [round(v, 3) for v in box],
-                    "score": round(row[4], 5),
-                }
-            )
+        category = categories[det[:, 5].numpy().astype(np.int64)]  # int(): classes are whole numbers
+        keep = category >= 0
+        if not keep.any():
+            continue
+        boxes = round_decimals(xyxy_to_coco_xywh(det[:, :4]).double().numpy()[keep], BOX_DECIMALS).tolist()
+        scores = round_decimals(det[:, 4].double().numpy()[keep], SCORE_DECIMALS).tolist()
+        iid = int(image_id)
+        records.extend(
+            {"image_id": iid, "category_id": c, "bbox": b, "score": s}
+            for c, b, s in zip(category[keep].tolist(), boxes, scores, strict=True)
+        )
     return records
 
 
@@ -104,14 +134,19 @@ def coco_results(native: Sequence[torch.Tensor], image_ids: Sequence[int], class
 # Upstream's own metrics
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """IoU matrix [len(a), len(b)] of corner boxes, with upstream's epsilon in the union."""
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:4], b[None, :, 2:4])
-    inter = (rb - lt).clamp(0).prod(2)
-    area_a = (a[:, 2:4] - a[:, :2]).prod(1)
-    area_b = (b[:, 2:4] - b[:, :2]).prod(1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter + eps)
+def box_iou(a: np.ndarray, b: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """IoU matrix [len(a), len(b)] of float32 corner boxes [n, 4], with upstream's epsilon in the union.
+
+    In NumPy float32, each operation in upstream's order: the same floats torch computes (these are
+    element-wise IEEE operations), at a fraction of torch's per-call cost on the small per-image arrays.
+    """
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:4], b[None, :, 2:4])
+    wh = np.maximum(rb - lt, np.float32(0))
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a[:, None] + area_b[None, :] - inter + np.float32(eps))
 
 
 def match_detections(det: torch.Tensor, labels: torch.Tensor, thresholds: torch.Tensor = IOU_THRESHOLDS) -> np.ndarray:
@@ -119,18 +154,20 @@ def match_detections(det: torch.Tensor, labels: torch.Tensor, thresholds: torch.
 
     Per threshold, same-class (label, detection) pairs above it are taken best-IoU first, each detection
     and each label used at most once (upstream's greedy matching, not COCO's score-ordered one).
-    ``labels`` is [m, 5]: class, x1, y1, x2, y2.
+    ``det`` is [n, 6] (x1, y1, x2, y2, score, class), ``labels`` [m, 5] (class, x1, y1, x2, y2), float32.
     """
     correct = np.zeros((det.shape[0], thresholds.numel()), dtype=bool)
     if det.shape[0] == 0 or labels.shape[0] == 0:
         return correct
-    iou = box_iou(labels[:, 1:5], det[:, :4])
-    same_class = labels[:, 0:1] == det[:, 5]
-    for t, threshold in enumerate(thresholds):
-        li, di = torch.where((iou >= threshold) & same_class)
-        if li.numel() == 0:
+    d = det.detach().cpu().float().numpy()
+    lab = labels.detach().cpu().float().numpy()
+    iou = box_iou(lab[:, 1:5], d[:, :4])
+    candidates = (lab[:, 0:1] == d[:, 5]) & (iou >= thresholds.numpy().min())
+    for t, threshold in enumerate(thresholds.numpy()):
+        li, di = np.nonzero(candidates & (iou >= threshold))
+        if li.size == 0:
             continue
-        pairs = np.stack((li.numpy(), di.numpy(), iou[li, di].numpy()), 1)
+        pairs = np.stack((li, di, iou[li, di]), 1)
         if pairs.shape[0] > 1:
             pairs = pairs[pairs[:, 2].argsort()[::-1]]  # best IoU first
             pairs = pairs[np.unique(pairs[:, 1], return_index=True)[1]]  # one label per detection

@@ -8,8 +8,9 @@ time is the network's, not host-device copies'.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from prunebench.contract import LatencyReport
@@ -17,12 +18,17 @@ from prunebench.worker.engine.export import INPUT_NAME, OUTPUT_NAME, cpu_session
 from prunebench.worker.engine.latency.protocol import input_batch, time_step
 from prunebench.worker.engine.latency.target import Target, dense_kernels_note, failure, row, unavailable
 
+if TYPE_CHECKING:  # loaded on first use (see prunebench.worker.engine.export)
+    import onnxruntime as ort
+
 CPU = "onnxruntime_cpu"
 CUDA = "onnxruntime_cuda"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 def _versions() -> dict[str, str]:
+    import onnxruntime as ort
+
     return {"onnxruntime": ort.__version__}
 
 
@@ -56,6 +62,8 @@ def measure_cpu(target: Target) -> list[LatencyReport]:
 def cuda_unavailable_reason() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA device on this worker: ONNX Runtime's CUDA execution provider needs an NVIDIA GPU"
+    import onnxruntime as ort
+
     if CUDA_PROVIDER not in ort.get_available_providers():
         return (
             f"this onnxruntime build ({ort.__version__}) has no {CUDA_PROVIDER}; "
@@ -70,6 +78,8 @@ def measure_cuda(target: Target) -> list[LatencyReport]:
         return unavailable(target, CUDA, "fp32", reason, _versions())
     device = target.device if target.device.type == "cuda" else torch.device("cuda", 0)
     index = device.index or 0
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(
