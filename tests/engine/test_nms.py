@@ -171,3 +171,32 @@ def test_prefix_growth_keeps_max_det_exactly(monkeypatch) -> None:
         got = non_max_suppression(x, 0.001, 0.6, max_det)
         for g, xi in zip(got, x, strict=True):
             assert torch.equal(g, nms_image(xi, 0.001, 0.6, max_det))
+
+
+def test_the_kernel_is_torchvisions_without_importing_torchvision() -> None:
+    """The engine registers torchvision's NMS kernel alone; a fresh process never imports torchvision."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from prunebench.worker.engine.nms import torchvision_nms\n"
+        "boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.], [50., 50., 60., 60.]])\n"
+        "print(torchvision_nms()(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist(), 'torchvision' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.split() == ["[0,", "2]", "False"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 200), st.integers(0, 2**31 - 1), st.floats(0.1, 0.9))
+def test_the_kernel_equals_torchvision_ops_nms(n: int, seed: int, iou: float) -> None:
+    import torchvision
+
+    from prunebench.worker.engine.nms import torchvision_nms
+
+    gen = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=gen) * 100
+    boxes = torch.cat((xy, xy + torch.rand(n, 2, generator=gen) * 40), 1)
+    scores = torch.rand(n, generator=gen)
+    assert torch.equal(torchvision_nms()(boxes, scores, iou), torchvision.ops.nms(boxes, scores, iou))

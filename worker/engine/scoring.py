@@ -88,8 +88,8 @@ def round_decimals(values: np.ndarray, digits: int) -> np.ndarray:
     """
     values = np.asarray(values, dtype=np.float64)
     scale = 10.0**digits
-    scaled = values * scale
-    with np.errstate(invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN go to round() below
+        scaled = values * scale
         fraction = np.abs(scaled - np.trunc(scaled))
         doubtful = ~(np.abs(fraction - 0.5) > 1e-6) | ~(np.abs(scaled) < 2.0**50)  # NaN and inf are doubtful too
     out = np.rint(scaled) / scale
