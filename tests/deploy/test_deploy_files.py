@@ -389,3 +389,18 @@ def test_env_example_covers_the_compose_variables(raw_compose: dict[str, Any]) -
     documented = set(re.findall(r"^#?\s*([A-Z_][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
     image_overrides = {v for v in used if v.endswith("_IMAGE")}
     assert used - image_overrides <= documented, sorted(used - image_overrides - documented)
+
+
+def test_cpu_workers_behind_a_profile(compose: dict[str, Any]) -> None:
+    """A host without a GPU gets workers too: opt-in, no GPU reservation, threads x replicas set."""
+    cpu = compose["services"]["worker-cpu"]
+    assert cpu["profiles"] == ["cpu"]
+    assert cpu["command"] == ["prunebench", "worker", "--device", "cpu"]
+    assert "resources" not in cpu.get("deploy", {}), "a CPU worker reserves no GPU"
+    assert int(cpu["deploy"]["replicas"]) >= 1 and int(cpu["environment"]["OMP_NUM_THREADS"]) >= 1
+    gpu = next(iter(_workers(compose).values()))
+    for key in ("image", "volumes", "stop_grace_period", "restart", "networks"):
+        assert cpu[key] == gpu[key], key
+    assert {k: v for k, v in cpu["environment"].items() if k != "OMP_NUM_THREADS"} == gpu["environment"]
+    _healthcheck_ok(cpu)
+    assert "nvidia-smi" not in " ".join(cpu["healthcheck"]["test"])
