@@ -225,6 +225,9 @@ class Service:
     """
 
     def __init__(self, work: Path, images: Path, annotations: Path, workers: int, threads: int) -> None:
+        import httpx
+
+        from prunebench.cli.demo import wait_ready
         from prunebench.infra.processes import Supervisor
         from prunebench.infra.redis_server import EmbeddedRedis, free_port
 
@@ -233,7 +236,7 @@ class Service:
         catalog = self.root / "datasets.json"
         catalog.write_text(json.dumps({SERVICE_DATASET: {"images": str(images), "annotations": str(annotations)}}))
         self.redis = EmbeddedRedis(workdir=self.root / "redis")
-        url = self.redis.__enter__().url
+        url = self.redis.start()
         env = {**os.environ, "PRUNEBENCH_REDIS_URL": url, "PRUNEBENCH_DATASETS": str(catalog),
                "PRUNEBENCH_STORE_DIR": str(self.root / "store"), "PRUNEBENCH_CACHE_DIR": str(self.root / "cache"),
                "PRUNEBENCH_BUILTIN_ASSETS": "1", "PRUNEBENCH_AUTH_DISABLED": "1", "PRUNEBENCH_LOG_JSON": "0",
@@ -245,20 +248,8 @@ class Service:
         self.children.start("api", [*me, "serve", "--host", "127.0.0.1", "--port", str(self.port)], env)
         for k in range(workers):
             self.children.start(f"worker{k}", [*me, "worker"], env)
-        self._wait_ready(workers)
-
-    def _wait_ready(self, workers: int, timeout_s: float = 180.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.children.check()
-            with contextlib.suppress(httpx.HTTPError):
-                ready = httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=5)
-                if ready.status_code == 200 and ready.json().get("workers", 0) >= workers:
-                    return
-            time.sleep(0.2)
-        raise SystemExit(f"the service did not start {workers} workers in time")
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5) as http:
+            wait_ready(http, self.children, workers, timeout_s=180.0)
 
     def job(self) -> dict[str, Any]:
         """One sweep (dense + 0.3, 0.5, 0.7; no result cache): seconds, pure inference, mAPs."""
@@ -284,7 +275,7 @@ class Service:
 
     def close(self) -> None:
         self.children.stop()
-        self.redis.__exit__(None, None, None)
+        self.redis.stop()
 
 
 def _summary(result: dict[str, Any], seconds: float) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _start_stack(children, _demo_env(redis_url, tag, Path(tmp)), port, args.device)
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
                 say("starting the API and a worker ...")
-                _wait_ready(http, children)
+                wait_ready(http, children)
                 job_id = _submit(http, args.eval_device)
                 result = _result_when_done(http, job_id, children)
             print(json.dumps(result, indent=2) if args.json else format_result_table(result))
@@ -107,17 +107,17 @@ def _start_stack(children: Supervisor, env: dict[str, str], port: int, device: s
     children.start("worker", [*me, "worker", *(["--device", device] if device else [])], env)
 
 
-def _wait_ready(http: httpx.Client, children: Supervisor, timeout_s: float = READY_TIMEOUT_S) -> None:
-    """Until /readyz counts a worker; raises RuntimeError when a child exits or time runs out."""
+def wait_ready(http: httpx.Client, children: Supervisor, workers: int = 1, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Until /readyz counts ``workers`` workers; raises RuntimeError when a child exits or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _check(children)
         with contextlib.suppress(httpx.HTTPError):
             ready = http.get("/readyz")
-            if ready.status_code == 200 and ready.json().get("workers", 0) >= 1:
+            if ready.status_code == 200 and ready.json().get("workers", 0) >= workers:
                 return
         time.sleep(0.3)
-    raise RuntimeError("the API and worker did not become ready in time")
+    raise RuntimeError(f"the API and {workers} worker(s) did not become ready in time")
 
 
 def _check(children: Supervisor) -> None:

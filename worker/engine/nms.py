@@ -39,6 +39,7 @@ batched path is tested against.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import itertools
@@ -65,12 +66,13 @@ def torchvision_nms() -> NmsKernel:
     """
     spec = importlib.util.find_spec("torchvision")
     roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
-    for library in (lib for root in roots for lib in sorted(root.glob("_C*.so")) + sorted(root.glob("_C*.pyd"))):
-        try:
+    library = next(
+        (lib for root in roots for pattern in ("_C*.so", "_C*.pyd") for lib in sorted(root.glob(pattern))), None
+    )
+    if library is not None:
+        with contextlib.suppress(OSError, RuntimeError, AttributeError):
             torch.ops.load_library(str(library))
             return torch.ops.torchvision.nms
-        except (OSError, RuntimeError, AttributeError):
-            break
     import torchvision
 
     return torchvision.ops.nms
